@@ -1,0 +1,45 @@
+# The two commands of the README:
+#   make serve   set up, train the digits example if its model is missing, serve it on 127.0.0.1:8080
+#   make test    set up, then run the whole test suite
+# Set-up is a virtual environment in .venv with every extra; torch is pinned by constraints.txt to the
+# CPU build, installed first so that no other requirement can pull a CUDA build.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+CONSTRAINTS := -c constraints.txt
+DIGITS_MODEL := examples/digits/model/digits.onnx
+
+.PHONY: setup serve test check examples clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(CONSTRAINTS) torch==2.13.0
+	$(PIP) install --quiet $(CONSTRAINTS) -e '.[dev]'
+	touch $@
+
+$(DIGITS_MODEL): $(VENV)/.installed examples/digits/train.py
+	$(BIN)/python examples/digits/train.py
+
+examples: $(DIGITS_MODEL)
+	$(BIN)/python examples/sklearn/train.py
+	$(BIN)/python examples/minilm/prepare.py
+
+serve: $(DIGITS_MODEL)
+	$(BIN)/modelpod serve examples/digits
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# One command for the static checks: lint, format, types (strict on src).
+check: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .modelpod examples/*/model examples/*/example.json

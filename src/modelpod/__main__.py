@@ -1,0 +1,3 @@
+from modelpod.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""Every error modelpod raises on purpose derives from `ModelpodError`.
+
+    ModelpodError
+    ├── SpecError               modelpod.yaml is malformed; carries one SpecIssue per problem
+    ├── ModelLoadError          the model file could not be loaded by its runtime
+    │   └── MissingDependencyError   the runtime's framework is not installed (names the extra)
+    ├── InputError              a request's input does not match the signature (name, expected, got)
+    └── InferenceError          the model raised while predicting
+
+Each error's `str()` is a complete message for a person: what is wrong, where, and a hint.
+The CLI prints it without a traceback and exits 2 for spec errors, 1 for the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ModelpodError(Exception):
+    """Base class of every error modelpod raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  Hint: {self.hint}"
+        return self.message
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec file: where it is, what is wrong, and how to fix it."""
+
+    path: str  # dotted field path, e.g. "server.max_batch_size" or "model.signature.inputs[0].dtype"
+    message: str
+    value: object = None
+    hint: str | None = None
+    line: int | None = None  # 1-based line in the YAML file, when known
+
+    def render(self, source: str | None = None) -> str:
+        where = self.path or "(top level)"
+        if source and self.line:
+            where = f"{source}:{self.line}: {where}"
+        text = f"{where}: {self.message}"
+        if self.value is not None:
+            text += f" (got {self.value!r})"
+        if self.hint:
+            text += f"\n    Hint: {self.hint}"
+        return text
+
+
+class SpecError(ModelpodError):
+    """modelpod.yaml (or a profile of it) is malformed."""
+
+    def __init__(self, issues: Sequence[SpecIssue], *, source: str | None = None) -> None:
+        self.issues = tuple(issues)
+        self.source = source
+        count = len(self.issues)
+        header = f"{source or 'spec'}: {count} problem{'s' if count != 1 else ''}"
+        body = "\n".join("  " + issue.render(source) for issue in self.issues)
+        super().__init__(f"{header}\n{body}")
+
+
+class ModelLoadError(ModelpodError):
+    """The model file could not be loaded."""
+
+
+class MissingDependencyError(ModelLoadError):
+    """The framework a runtime needs is not installed."""
+
+    def __init__(self, runtime: str, package: str, extra: str) -> None:
+        self.runtime = runtime
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"the {runtime} runtime needs the Python package {package!r}, which is not installed",
+            hint=f'pip install "modelpod[{extra}]"',
+        )
+
+
+class InputError(ModelpodError):
+    """A request's input does not match the model signature."""
+
+    def __init__(
+        self, field: str, problem: str, *, expected: str | None = None, got: str | None = None
+    ) -> None:
+        self.field = field
+        self.problem = problem
+        self.expected = expected
+        self.got = got
+        text = f"input {field!r}: {problem}"
+        if expected is not None:
+            text += f"; expected {expected}"
+        if got is not None:
+            text += f", got {got}"
+        super().__init__(text)
+
+
+class InferenceError(ModelpodError):
+    """The model raised while predicting."""

@@ -1,0 +1,154 @@
+"""Hugging Face models from a local directory: sentence embeddings and text classification.
+
+Tasks (`model.options.task`, detected when omitted):
+- `embeddings`: a sentence-transformers directory (modules.json). Input `text` (string), output `embedding`.
+  Option `normalize` (default false) scales embeddings to unit length.
+- `text-classification`: a transformers *ForSequenceClassification directory. Input `text`, outputs
+  `probabilities` [num_labels] and `label` (the config's label name of the most probable class).
+Options for both: `device` ("cpu" by default), `max_length` (tokens; the model's limit by default).
+
+Models load from the directory only: HF_HUB_OFFLINE is set so that nothing is fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelpod.errors import ModelLoadError
+from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
+from modelpod.signature import Signature, TensorSpec
+from modelpod.spec.resolved import ResolvedModel
+
+TASKS = ("embeddings", "text-classification")
+_TEXT = TensorSpec(name="text", dtype="string", shape=())
+
+
+class EmbeddingRuntime(BaseRuntime):
+    def __init__(self, encoder: Any, signature: Signature, *, normalize: bool) -> None:
+        super().__init__(signature)
+        self._encoder = encoder
+        self._normalize = normalize
+
+    def predict(self, batch: Batch) -> Batch:
+        texts = [str(t) for t in batch["text"]]
+        embeddings = self._encoder.encode(
+            texts,
+            batch_size=len(texts),
+            convert_to_numpy=True,
+            normalize_embeddings=self._normalize,
+            show_progress_bar=False,
+        )
+        return {"embedding": np.asarray(embeddings, dtype=np.float32)}
+
+
+class ClassificationRuntime(BaseRuntime):
+    def __init__(
+        self, torch: Any, tokenizer: Any, model: Any, signature: Signature, max_length: int | None
+    ) -> None:
+        super().__init__(signature)
+        self._torch = torch
+        self._tokenizer = tokenizer
+        self._model = model
+        self._max_length = max_length
+        labels = model.config.id2label
+        self._labels = np.array([labels[i] for i in range(len(labels))], dtype=object)
+
+    def predict(self, batch: Batch) -> Batch:
+        texts = [str(t) for t in batch["text"]]
+        encoded = self._tokenizer(
+            texts, padding=True, truncation=True, max_length=self._max_length, return_tensors="pt"
+        ).to(self._model.device)
+        with self._torch.inference_mode():
+            logits = self._model(**encoded).logits
+        probabilities = self._torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return {"probabilities": probabilities, "label": self._labels[probabilities.argmax(axis=1)]}
+
+
+def detect_task(path: Path) -> str | None:
+    if (path / "modules.json").exists() or (path / "config_sentence_transformers.json").exists():
+        return "embeddings"
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return "text-classification"
+    return None
+
+
+def load(model: ResolvedModel, *, threads: int) -> BaseRuntime:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # a server's log is no place for progress bars
+    torch = require("torch", runtime="transformers", extra="transformers")
+    torch.set_num_threads(threads)
+    path = model.path
+    if path is None or not path.is_dir():
+        raise ModelLoadError(
+            f"{path} is not a directory", hint="point model.path at the saved model directory"
+        )
+    task = model.options.get("task") or detect_task(path)
+    if task not in TASKS:
+        raise ModelLoadError(
+            f"cannot serve {path.name} as task {task!r}" if task else f"cannot tell the task of {path.name}",
+            hint=f"set model.options.task to one of {', '.join(TASKS)}",
+        )
+    device = str(model.options.get("device", "cpu"))
+    max_length = model.options.get("max_length")
+    try:
+        runtime = (
+            _load_embeddings(model, device, max_length)
+            if task == "embeddings"
+            else _load_classifier(torch, model, device, max_length)
+        )
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"could not load {path} for {task}: {exc}") from exc
+    return runtime
+
+
+def _load_embeddings(model: ResolvedModel, device: str, max_length: int | None) -> EmbeddingRuntime:
+    st = require(
+        "sentence_transformers", runtime="transformers", extra="transformers", package="sentence-transformers"
+    )
+    encoder = st.SentenceTransformer(str(model.path), device=device, local_files_only=True)
+    if max_length:
+        encoder.max_seq_length = int(max_length)
+    # sentence-transformers 5.x renamed the method; older releases have only the first name
+    dimension_of = (
+        getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+    )
+    dim = dimension_of()
+    detected = Signature(
+        inputs=(_TEXT,), outputs=(TensorSpec(name="embedding", dtype="float32", shape=(int(dim),)),)
+    )
+    signature = reconcile(model.signature, detected, fmt="sentence-transformers")
+    return EmbeddingRuntime(encoder, signature, normalize=bool(model.options.get("normalize", False)))
+
+
+def _load_classifier(
+    torch: Any, model: ResolvedModel, device: str, max_length: int | None
+) -> ClassificationRuntime:
+    transformers = require("transformers", runtime="transformers", extra="transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model.path), local_files_only=True)
+    classifier = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(model.path), local_files_only=True
+    )
+    classifier.to(device).eval()
+    labels = classifier.config.num_labels
+    detected = Signature(
+        inputs=(_TEXT,),
+        outputs=(
+            TensorSpec(name="probabilities", dtype="float32", shape=(labels,)),
+            TensorSpec(name="label", dtype="string", shape=()),
+        ),
+    )
+    return ClassificationRuntime(
+        torch, tokenizer, classifier, reconcile(model.signature, detected, fmt="transformers"), max_length
+    )

@@ -1,0 +1,151 @@
+"""`modelpod init`: write a commented modelpod.yaml for a model file, its format and signature detected."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from modelpod.errors import ModelLoadError, SpecError, SpecIssue
+from modelpod.runtimes import load_runtime, sample_batch
+from modelpod.signature import Signature, TensorSpec
+from modelpod.spec.formats import detect_format
+from modelpod.spec.model import FORMATS
+from modelpod.spec.resolved import ResolvedModel
+
+# An example request is written only when it is small enough to read in the file.
+_MAX_EXAMPLE_VALUES = 256
+
+
+@dataclass(frozen=True)
+class InitResult:
+    path: Path
+    format: str
+    signature_detected: bool
+    note: str | None  # why the signature could not be read, when it could not
+
+
+def init_spec(
+    model_path: Path, *, output: Path, name: str | None = None, fmt: str | None = None, force: bool = False
+) -> InitResult:
+    model_path = model_path.resolve()
+    if not model_path.exists():
+        raise SpecError(
+            [SpecIssue("model.path", f"{model_path} does not exist", hint="pass a model file or directory")]
+        )
+    if output.exists() and not force:
+        raise SpecError([SpecIssue("", f"{output} already exists", hint="pass --force to overwrite it")])
+    fmt = fmt or detect_format(model_path)
+    if fmt is None or fmt not in FORMATS:
+        raise SpecError(
+            [
+                SpecIssue(
+                    "model.format",
+                    f"cannot tell the format of {model_path.name}",
+                    hint=f"pass --format, one of {', '.join(FORMATS)}",
+                )
+            ]
+        )
+    signature, note = _read_signature(model_path, fmt)
+    spec_dir = output.resolve().parent
+    # relative when the model sits under the spec's directory, so the project can move as a whole
+    shown = (
+        model_path.relative_to(spec_dir).as_posix()
+        if model_path.is_relative_to(spec_dir)
+        else str(model_path)
+    )
+    text = render_spec(name or default_name(model_path), shown, fmt, signature, note)
+    output.write_text(text, encoding="utf-8")
+    return InitResult(output, fmt, note is None, note)
+
+
+def default_name(model_path: Path) -> str:
+    stem = model_path.stem if model_path.is_file() else model_path.name
+    name = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:53].strip("-")
+    return name or "model"
+
+
+def _read_signature(model_path: Path, fmt: str) -> tuple[Signature, str | None]:
+    model = ResolvedModel(
+        path=model_path, format=fmt, class_name=None, signature=None, options={}, code_dir=model_path.parent
+    )
+    try:
+        runtime = load_runtime(model, threads=1)
+    except ModelLoadError as exc:
+        placeholder = Signature(
+            inputs=(TensorSpec(name="input", dtype="float32", shape=(-1,)),),
+            outputs=(TensorSpec(name="output", dtype="float32", shape=(-1,)),),
+        )
+        return placeholder, exc.message
+    return runtime.signature, None
+
+
+def render_spec(name: str, rel_path: str, fmt: str, signature: Signature, note: str | None) -> str:
+    def flow(data: object) -> str:
+        return yaml.safe_dump(data, default_flow_style=True, sort_keys=False, width=10_000).strip()
+
+    def tensor_lines(tensors: tuple[TensorSpec, ...]) -> str:
+        return "\n".join(
+            f"      - {flow({'name': t.name, 'dtype': t.dtype, 'shape': list(t.shape)})}" for t in tensors
+        )
+
+    signature_comment = (
+        f"  # TODO: declare the real signature; it could not be read from the model ({note})"
+        if note
+        else "  # read from the model; shapes are per item, without the batch dimension; -1 is any size"
+    )
+    example = _example_block(signature)
+    return f"""\
+# modelpod.yaml for {name}, written by `modelpod init`.
+# `modelpod validate` checks it; `modelpod schema` prints every key with its description.
+name: {name}
+model:
+  path: {json.dumps(rel_path)}
+  format: {fmt}
+{signature_comment}
+  signature:
+    inputs:
+{tensor_lines(signature.inputs)}
+    outputs:
+{tensor_lines(signature.outputs)}
+server:
+  port: 8080
+  max_batch_size: 32       # requests run together when the model is busy
+  max_wait_ms: 0           # how long a partial batch may wait for more requests
+  max_queue: 256           # queued requests before new ones get 503 with Retry-After
+  request_timeout_s: 30    # per-request deadline (504 after it)
+  max_body_bytes: 16MiB    # larger bodies get 413
+  drain_timeout_s: 25      # on SIGTERM, time for in-flight requests to finish
+resources:                 # per replica, for images and Kubernetes
+  cpu: "1"
+  memory: 1Gi
+  gpu: 0
+scaling:
+  replicas: 1
+  min_replicas: 1
+  max_replicas: 3
+  target_concurrency: 8    # in-flight requests per replica the autoscaler aims for
+{example}profiles:                  # merged onto the rest of the file with --profile NAME
+  dev: {{}}
+  prod:
+    resources: {{cpu: "2", memory: 2Gi}}
+"""
+
+
+def _example_block(signature: Signature) -> str:
+    batch = sample_batch(signature, size=1)
+    if sum(int(np.prod(a.shape)) for a in batch.values()) > _MAX_EXAMPLE_VALUES:
+        return "# examples: requests with expected outputs, used by smoke tests (see `modelpod schema`)\n"
+    # JSON is valid YAML and keeps each input on one line
+    lines = "\n".join(
+        f"      {json.dumps(name)}: {json.dumps(np.asarray(array[0]).tolist())}"
+        for name, array in batch.items()
+    )
+    return (
+        "examples:                  # used by smoke tests; add `expected:` outputs to compare\n"
+        f"  - name: placeholder\n    inputs:\n{lines}\n"
+    )

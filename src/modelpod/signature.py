@@ -1,0 +1,238 @@
+"""Model signatures: named input and output tensors with a dtype and a per-item shape.
+
+Shapes exclude the batch dimension: a digits image is `shape: [8, 8, 1]`, a sentence is `shape: []`.
+`-1` marks a dimension of any size. The Open Inference Protocol reports shapes with the batch
+dimension in front (`[-1, 8, 8, 1]`); `v2_shape()` does that conversion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from modelpod.errors import InputError
+
+DType = Literal[
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "string",
+]
+
+# modelpod dtype -> (numpy dtype, Open Inference Protocol v2 datatype)
+_DTYPES: dict[str, tuple[np.dtype[Any], str]] = {
+    "bool": (np.dtype(np.bool_), "BOOL"),
+    "int8": (np.dtype(np.int8), "INT8"),
+    "int16": (np.dtype(np.int16), "INT16"),
+    "int32": (np.dtype(np.int32), "INT32"),
+    "int64": (np.dtype(np.int64), "INT64"),
+    "uint8": (np.dtype(np.uint8), "UINT8"),
+    "uint16": (np.dtype(np.uint16), "UINT16"),
+    "uint32": (np.dtype(np.uint32), "UINT32"),
+    "uint64": (np.dtype(np.uint64), "UINT64"),
+    "float16": (np.dtype(np.float16), "FP16"),
+    "float32": (np.dtype(np.float32), "FP32"),
+    "float64": (np.dtype(np.float64), "FP64"),
+    "string": (np.dtype(object), "BYTES"),
+}
+DTYPE_NAMES: tuple[str, ...] = tuple(_DTYPES)
+# Spellings from other frameworks, suggested in errors rather than accepted silently
+_DTYPE_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "int": "int64",
+    "long": "int64",
+    "str": "string",
+    "bytes": "string",
+    "text": "string",
+    "fp32": "float32",
+    "fp16": "float16",
+}
+_V2_TO_DTYPE = {v2: name for name, (_, v2) in _DTYPES.items()}
+
+
+def numpy_dtype(dtype: str) -> np.dtype[Any]:
+    return _DTYPES[dtype][0]
+
+
+def v2_datatype(dtype: str) -> str:
+    return _DTYPES[dtype][1]
+
+
+def dtype_from_v2(datatype: str) -> str | None:
+    """modelpod dtype for an Open Inference Protocol datatype, or None if unknown."""
+    return _V2_TO_DTYPE.get(datatype.upper())
+
+
+def dtype_from_numpy(dtype: np.dtype[Any]) -> str:
+    """modelpod dtype of a numpy dtype; strings and objects map to "string"."""
+    if dtype.kind in "OUS":
+        return "string"
+    for name, (np_dtype, _) in _DTYPES.items():
+        if np_dtype == dtype:
+            return name
+    raise ValueError(f"numpy dtype {dtype} has no modelpod equivalent")
+
+
+def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    """The closest of `choices` to a mistyped `word`, for "did you mean" hints."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+class TensorSpec(BaseModel):
+    """One named tensor of a signature."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Tensor name, as the model and requests use it.")
+    dtype: str = Field(description="Element type: " + ", ".join(DTYPE_NAMES) + ".")
+    shape: tuple[int, ...] = Field(
+        default=(), description="Per-item shape without the batch dimension; -1 is a dimension of any size."
+    )
+    description: str | None = None
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value in _DTYPES:
+            return value
+        lowered = value.lower()
+        if lowered in _DTYPES:
+            return lowered
+        close = _DTYPE_ALIASES.get(lowered) or suggest(lowered, DTYPE_NAMES)
+        hint = f"did you mean {close!r}? " if close else ""
+        raise ValueError(f"unknown dtype {value!r}; {hint}use one of {', '.join(DTYPE_NAMES)}")
+
+    @field_validator("shape")
+    @classmethod
+    def _valid_dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for dim in value:
+            if dim == 0 or dim < -1:
+                raise ValueError(
+                    f"dimension {dim} in shape {list(value)}: use a positive size or -1 for any size"
+                )
+        return value
+
+    @property
+    def numpy_dtype(self) -> np.dtype[Any]:
+        return numpy_dtype(self.dtype)
+
+    def v2_shape(self) -> list[int]:
+        return [-1, *self.shape]
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if d == -1 else str(d) for d in self.shape)
+        return f"{self.dtype}[{dims}]"
+
+    def coerce(self, value: Any, *, batched: bool) -> np.ndarray:
+        """Turn a request value (JSON lists or an array) into an array of this tensor's dtype and shape.
+
+        With `batched=True` the value carries a leading batch dimension. Raises InputError naming
+        this tensor, what was expected and what came.
+        """
+        array = _as_array(self, value)
+        expected_rank = len(self.shape) + (1 if batched else 0)
+        item_shape = array.shape[1:] if batched else array.shape
+        if array.ndim != expected_rank or not _shape_matches(self.shape, item_shape):
+            what = "a batch of " if batched else ""
+            raise InputError(
+                self.name,
+                "wrong shape",
+                expected=f"{what}{self.describe()}",
+                got=f"shape {list(array.shape)}",
+            )
+        return array
+
+
+def _shape_matches(expected: tuple[int, ...], got: tuple[int, ...]) -> bool:
+    return len(expected) == len(got) and all(e in (-1, g) for e, g in zip(expected, got, strict=True))
+
+
+def _as_array(spec: TensorSpec, value: Any) -> np.ndarray:
+    target = spec.numpy_dtype
+    if spec.dtype == "string":
+        array = np.asarray(value, dtype=object)
+        flat = array.reshape(-1)
+        for i, item in enumerate(flat):
+            if isinstance(item, bytes):
+                flat[i] = item.decode("utf-8", errors="replace")
+            elif not isinstance(item, str):
+                raise InputError(spec.name, "wrong dtype", expected="strings", got=type(item).__name__)
+        return array
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged nested lists
+        raise InputError(
+            spec.name, "ragged nested lists", expected=f"a rectangular {spec.describe()}"
+        ) from None
+    if array.dtype.kind in "OUSV":
+        raise InputError(
+            spec.name, "wrong dtype", expected=f"{spec.dtype} numbers", got=_describe_kind(array)
+        )
+    if array.dtype == target:
+        return array
+    if not np.can_cast(array.dtype, target, casting="same_kind") and not (
+        array.dtype.kind in "iub" and target.kind in "iuf"
+    ):
+        raise InputError(spec.name, "wrong dtype", expected=spec.dtype, got=_describe_kind(array))
+    return array.astype(target)
+
+
+def _describe_kind(array: np.ndarray) -> str:
+    kinds = {"f": "floating-point numbers", "i": "integers", "u": "integers", "b": "booleans", "c": "complex"}
+    return kinds.get(array.dtype.kind, "strings or mixed values")
+
+
+class Signature(BaseModel):
+    """The named inputs and outputs of a model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    outputs: tuple[TensorSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Signature:
+        for side, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [t.name for t in tensors]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{side} names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def input(self, name: str) -> TensorSpec:
+        for tensor in self.inputs:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(name)
+
+    def coerce_inputs(self, values: dict[str, Any], *, batched: bool) -> dict[str, np.ndarray]:
+        """Check a request's inputs by name (none missing, none unknown) and coerce each one."""
+        expected = [t.name for t in self.inputs]
+        unknown = [name for name in values if name not in expected]
+        if unknown:
+            raise InputError(unknown[0], "unknown input", expected=f"one of {expected}")
+        arrays: dict[str, np.ndarray] = {}
+        for tensor in self.inputs:
+            if tensor.name not in values:
+                raise InputError(tensor.name, "missing input", expected=tensor.describe())
+            arrays[tensor.name] = tensor.coerce(values[tensor.name], batched=batched)
+        if batched:
+            sizes = {len(a) for a in arrays.values()}
+            if len(sizes) > 1:
+                raise InputError(expected[0], "inputs disagree on the batch size", got=str(sorted(sizes)))
+        return arrays

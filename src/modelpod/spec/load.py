@@ -1,0 +1,332 @@
+"""parse -> validate -> resolve for modelpod.yaml.
+
+- parse: YAML text to a plain mapping (YAML errors carry their line).
+- validate: the mapping against `SpecFile`, once for the base and once per selected profile merged onto it.
+- resolve: a frozen, complete `Spec`: paths absolute, format detected, examples read, image name filled.
+
+Every problem becomes a `SpecIssue` naming the field path, the bad value, the YAML line and a hint;
+all problems found are raised together in one `SpecError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from modelpod.errors import InputError, SpecError, SpecIssue
+from modelpod.signature import suggest
+from modelpod.spec._issues import Loc, format_path, line_index, validation_issues, yaml_issue
+from modelpod.spec.formats import detect_format
+from modelpod.spec.model import FORMATS, SpecFile
+from modelpod.spec.resolved import Example, ResolvedImage, ResolvedModel, Spec
+
+SPEC_FILENAMES = ("modelpod.yaml", "modelpod.yml")
+
+# Defaults that the well-known profiles bring; the file's own settings override them.
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
+    "dev": {"scaling": {"replicas": 1, "min_replicas": 1, "max_replicas": 1}},
+    "staging": {"scaling": {"replicas": 2, "min_replicas": 2, "max_replicas": 4}},
+    "prod": {"scaling": {"replicas": 3, "min_replicas": 3, "max_replicas": 10}},
+}
+
+
+def find_spec_file(path: str | Path = ".") -> Path:
+    """The spec file itself when `path` is a file, else modelpod.yaml inside the directory `path`."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in SPEC_FILENAMES:
+            if (path / name).is_file():
+                return path / name
+        raise SpecError(
+            [
+                SpecIssue(
+                    "",
+                    f"no modelpod.yaml in {path.resolve()}",
+                    hint="write one with `modelpod init <model file>`",
+                )
+            ]
+        )
+    raise SpecError(
+        [SpecIssue("", f"{path} does not exist", hint="pass a modelpod.yaml or the directory holding it")]
+    )
+
+
+def load_spec(path: str | Path = ".", profile: str | None = None, *, require_model: bool = True) -> Spec:
+    """Read, validate and resolve a spec. `require_model=False` skips the check that the model file exists."""
+    source = find_spec_file(path)
+    text = source.read_text(encoding="utf-8")
+    raw = _parse(text, str(source))
+    lines = line_index(text)
+    base = _validate(raw, lines, str(source))
+    merged = _apply_profile(raw, base, profile, lines, str(source))
+    return _resolve(
+        merged, source, profile, tuple(sorted({*base.profiles, *BUILTIN_PROFILES})), require_model
+    )
+
+
+def profile_names(path: str | Path = ".") -> list[str]:
+    """The profiles a spec defines, for tools that check every one of them."""
+    source = find_spec_file(path)
+    text = source.read_text(encoding="utf-8")
+    raw = _parse(text, str(source))
+    return sorted(_validate(raw, line_index(text), str(source)).profiles)
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([yaml_issue(exc)], source=source) from None
+    if data is None:
+        raise SpecError(
+            [SpecIssue("", "the file is empty", hint="start from `modelpod init <model file>`")],
+            source=source,
+        )
+    if not isinstance(data, dict):
+        raise SpecError(
+            [
+                SpecIssue(
+                    "", f"expected a mapping of keys at the top level, got a {type(data).__name__}", line=1
+                )
+            ],
+            source=source,
+        )
+    return data
+
+
+def _validate(raw: dict[str, Any], lines: dict[Loc, int], source: str) -> SpecFile:
+    try:
+        return SpecFile.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(validation_issues(exc, SpecFile, lines), source=source) from None
+
+
+def _apply_profile(
+    raw: dict[str, Any], base: SpecFile, profile: str | None, lines: dict[Loc, int], source: str
+) -> SpecFile:
+    if profile is None:
+        return base
+    known = sorted({*base.profiles, *BUILTIN_PROFILES})
+    if profile not in known:
+        close = suggest(profile, known)
+        hint = f"did you mean {close!r}? " if close else ""
+        raise SpecError(
+            [
+                SpecIssue(
+                    "profiles",
+                    f"unknown profile {profile!r}",
+                    hint=f"{hint}known profiles: {', '.join(known)}; define it under `profiles:`",
+                    line=lines.get(("profiles",)),
+                )
+            ],
+            source=source,
+        )
+    overlay = base.profiles.get(profile, {})
+    forbidden = [key for key in ("profiles", "name", "version") if key in overlay]
+    if forbidden:
+        loc = ("profiles", profile, forbidden[0])
+        raise SpecError(
+            [SpecIssue(format_path(loc), "a profile cannot change this key", line=lines.get(loc))],
+            source=source,
+        )
+    file_data = {k: v for k, v in raw.items() if k != "profiles"}
+    merged = deep_merge(deep_merge(BUILTIN_PROFILES.get(profile, {}), file_data), overlay)
+    try:
+        return SpecFile.model_validate(merged)
+    except ValidationError as exc:
+        issues = []
+        for issue in validation_issues(exc, SpecFile, {}):
+            if _path_in(overlay, issue.path):
+                loc_path = f"profiles.{profile}.{issue.path}"
+                line = _line_for(lines, ("profiles", profile), issue.path)
+                issues.append(SpecIssue(loc_path, issue.message, issue.value, issue.hint, line))
+            else:
+                line = _line_for(lines, (), issue.path)
+                message = f"{issue.message} (with profile {profile!r})"
+                issues.append(SpecIssue(issue.path, message, issue.value, issue.hint, line))
+        raise SpecError(issues, source=source) from None
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` merged onto `base`: mappings merge key by key, anything else replaces; null removes a key."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _path_in(data: dict[str, Any], dotted: str) -> bool:
+    first = dotted.split(".")[0].split("[")[0]
+    return first in data and (
+        not isinstance(data[first], dict)
+        or "." not in dotted
+        or _path_in(data[first], dotted.split(".", 1)[1])
+    )
+
+
+def _line_for(lines: dict[Loc, int], prefix: Loc, dotted: str) -> int | None:
+    loc: Loc = prefix
+    best = lines.get(prefix)
+    for part in dotted.replace("[", ".[").split("."):
+        if not part:
+            continue
+        loc = (*loc, int(part[1:-1]) if part.startswith("[") else part)
+        best = lines.get(loc, best)
+    return best
+
+
+def _resolve(
+    file: SpecFile, source: Path, profile: str | None, profiles: tuple[str, ...], require_model: bool
+) -> Spec:
+    root = source.parent.resolve()
+    issues: list[SpecIssue] = []
+    model = _resolve_model(file, root, require_model, issues)
+    examples = _resolve_examples(file, root, model, issues)
+    if issues:
+        lines = line_index(source.read_text(encoding="utf-8"))
+        located = [
+            SpecIssue(i.path, i.message, i.value, i.hint, i.line or _line_for(lines, (), i.path))
+            for i in issues
+        ]
+        raise SpecError(located, source=str(source))
+    return Spec(
+        name=file.name,
+        description=file.description,
+        model=model,
+        python=file.python,
+        server=file.server,
+        resources=file.resources,
+        scaling=file.scaling,
+        image=ResolvedImage(repository=file.image.repository or file.name, base=file.image.base),
+        kubernetes=file.kubernetes,
+        examples=examples,
+        profile=profile,
+        profiles=profiles,
+        root=root,
+        source=source.resolve(),
+    )
+
+
+def _resolve_model(file: SpecFile, root: Path, require_model: bool, issues: list[SpecIssue]) -> ResolvedModel:
+    section = file.model
+    path = (root / section.path).resolve() if section.path else None
+    fmt = section.format
+    if section.class_ is not None:
+        if fmt not in (None, "custom"):
+            issues.append(
+                SpecIssue(
+                    "model.class",
+                    f"a custom class cannot be combined with format {fmt!r}",
+                    hint="remove model.format, or remove model.class to use the built-in runtime",
+                )
+            )
+        fmt = "custom"
+    elif fmt == "custom":
+        issues.append(
+            SpecIssue(
+                "model.class", "format custom needs a class", hint='set model.class: "my_module:MyModel"'
+            )
+        )
+    if path is None and fmt != "custom":
+        issues.append(
+            SpecIssue(
+                "model.path",
+                "required field is missing",
+                hint="the model file or directory, relative to modelpod.yaml",
+            )
+        )
+    elif path is not None and require_model and not path.exists():
+        issues.append(
+            SpecIssue(
+                "model.path",
+                f"model file not found at {path}",
+                value=section.path,
+                hint="train or export the model first, or fix the path (it is relative to modelpod.yaml)",
+            )
+        )
+    if fmt is None and path is not None:
+        fmt = detect_format(path)  # type: ignore[assignment]
+        if fmt is None and (path.exists() or not require_model):
+            issues.append(
+                SpecIssue(
+                    "model.format",
+                    f"cannot tell the format of {path.name}",
+                    hint=f"set model.format to one of {', '.join(FORMATS)}",
+                )
+            )
+    if section.class_ is not None and section.signature is None:
+        issues.append(
+            SpecIssue(
+                "model.signature", "a custom class needs a signature", hint="declare its inputs and outputs"
+            )
+        )
+    return ResolvedModel(
+        path=path,
+        format=fmt or "custom",
+        class_name=section.class_,
+        signature=section.signature,
+        options=section.options,
+        code_dir=root,
+    )
+
+
+def _resolve_examples(
+    file: SpecFile, root: Path, model: ResolvedModel, issues: list[SpecIssue]
+) -> tuple[Example, ...]:
+    examples = []
+    for i, section in enumerate(file.examples):
+        inputs, expected = section.inputs, section.expected
+        if section.file is not None:
+            try:
+                data = json.loads((root / section.file).read_text(encoding="utf-8"))
+                inputs, expected = data["inputs"], data.get("expected")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                issues.append(
+                    SpecIssue(
+                        f"examples[{i}].file",
+                        f"cannot read the example: {exc}",
+                        value=section.file,
+                        hint='a JSON object {"inputs": {...}, "expected": {...}}; '
+                        "example files are written by training scripts",
+                    )
+                )
+                continue
+        if inputs is None:  # ExampleSection guarantees inputs or file; this keeps type checkers informed
+            continue
+        if model.signature is not None:
+            try:
+                model.signature.coerce_inputs(inputs, batched=False)
+            except InputError as exc:
+                issues.append(
+                    SpecIssue(f"examples[{i}].inputs", str(exc), hint="match model.signature.inputs")
+                )
+        examples.append(
+            Example(name=section.name, inputs=inputs, expected=expected, atol=section.atol, rtol=section.rtol)
+        )
+    return tuple(examples)
+
+
+def spec_digest(spec: Spec) -> str:
+    """sha256 of the resolved spec's content (paths relative to its directory), for image labels."""
+    data = spec.model_dump(mode="json", exclude={"root", "source"})
+    if spec.model.path is not None:
+        data["model"]["path"] = (
+            spec.model.path.relative_to(spec.root).as_posix()
+            if spec.model.path.is_relative_to(spec.root)
+            else str(spec.model.path)
+        )
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

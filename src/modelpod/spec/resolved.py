@@ -1,0 +1,60 @@
+"""The resolved spec: frozen and complete, what every other layer reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from modelpod.signature import Signature
+from modelpod.spec.model import (
+    KubernetesSection,
+    PythonSection,
+    ResourcesSection,
+    ScalingSection,
+    ServerSection,
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResolvedModel(_Frozen):
+    path: Path | None  # absolute; None only for a custom class that needs no file
+    format: str
+    class_name: str | None
+    signature: Signature | None  # None: the runtime reads it from the model
+    options: dict[str, Any]
+    code_dir: Path  # the spec's directory: custom classes are imported from here
+
+
+class Example(_Frozen):
+    name: str
+    inputs: dict[str, Any]
+    expected: dict[str, Any] | None
+    atol: float
+    rtol: float
+
+
+class ResolvedImage(_Frozen):
+    repository: str
+    base: str
+
+
+class Spec(_Frozen):
+    name: str
+    description: str | None
+    model: ResolvedModel
+    python: PythonSection
+    server: ServerSection
+    resources: ResourcesSection
+    scaling: ScalingSection
+    image: ResolvedImage
+    kubernetes: KubernetesSection
+    examples: tuple[Example, ...]
+    profile: str | None
+    profiles: tuple[str, ...]  # every profile this spec can be resolved with
+    root: Path  # the directory holding modelpod.yaml
+    source: Path  # modelpod.yaml itself

@@ -1,0 +1,72 @@
+"""Shared fixtures: the example projects (trained or prepared on first use) and a spec-writing helper."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+# example -> (script that makes its model, a file that script writes)
+_PREPARE = {
+    "digits": ("train.py", "model/digits.onnx"),
+    "sklearn": ("train.py", "model/digits-pipeline.skops"),
+    "minilm": ("prepare.py", "model/model.safetensors"),
+}
+
+
+def prepare_example(name: str) -> Path:
+    """The example's directory, running its training or preparation script first if its model is missing."""
+    script, product = _PREPARE[name]
+    directory = EXAMPLES / name
+    if not (directory / product).exists() or not (directory / "example.json").exists():
+        result = subprocess.run(
+            [sys.executable, str(directory / script)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"{name}/{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def digits_dir() -> Path:
+    return prepare_example("digits")
+
+
+@pytest.fixture(scope="session")
+def sklearn_dir() -> Path:
+    return prepare_example("sklearn")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    return prepare_example("minilm")
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """Write a modelpod.yaml (dedented) into a fresh directory with an empty model.onnx beside it."""
+
+    def write(text: str, *, model_file: str | None = "model.onnx") -> Path:
+        if model_file:
+            (tmp_path / model_file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / model_file).write_bytes(b"")
+        path = tmp_path / "modelpod.yaml"
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return path
+
+    return write
