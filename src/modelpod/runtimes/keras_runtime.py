@@ -18,14 +18,17 @@ from modelpod.spec.resolved import ResolvedModel
 
 
 class KerasRuntime(BaseRuntime):
-    def __init__(self, keras: Any, model: Any, signature: Signature, output_names: list[str]) -> None:
+    def __init__(
+        self, keras: Any, model: Any, signature: Signature, input_names: list[str], output_names: list[str]
+    ) -> None:
         super().__init__(signature)
+        self._input_names = input_names  # the model's inputs in the order it takes them
         self._keras = keras
         self._model = model
         self._output_names = output_names  # the model's outputs in the order it returns them
 
     def predict(self, batch: Batch) -> Batch:
-        args = [batch[t.name] for t in self.signature.inputs]
+        args = [batch[name] for name in self._input_names]
         result = self._model(args[0] if len(args) == 1 else args, training=False)
         convert = self._keras.ops.convert_to_numpy
         if isinstance(result, dict):
@@ -46,8 +49,9 @@ def load(model: ResolvedModel, *, threads: int) -> KerasRuntime:
         ) from exc
     detected = _detect(loaded)
     signature = reconcile(model.signature, detected, fmt="Keras")
+    input_names = [t.name for t in (detected or signature).inputs]
     output_names = [t.name for t in (detected or signature).outputs]
-    return KerasRuntime(keras, loaded, signature, output_names)
+    return KerasRuntime(keras, loaded, signature, input_names, output_names)
 
 
 def _limit_threads(backend: str, threads: int) -> None:

@@ -42,6 +42,7 @@ class SklearnRuntime(BaseRuntime):
 def load(model: ResolvedModel, *, threads: int) -> SklearnRuntime:
     require("sklearn", runtime="scikit-learn", extra="sklearn", package="scikit-learn")
     threadpoolctl = require("threadpoolctl", runtime="scikit-learn", extra="sklearn")
+    # process-wide on purpose: a server holds one model, and BLAS/OpenMP pools should match the CPU limit
     threadpoolctl.threadpool_limits(limits=threads)
     estimator = _read(model)
     if not hasattr(estimator, "predict"):
@@ -57,13 +58,18 @@ def _read(model: ResolvedModel) -> Any:
     if path is not None and path.suffix == ".skops":
         sio = require("skops.io", runtime="scikit-learn", extra="sklearn", package="skops")
         trusted = list(model.options.get("trusted_types", []))
-        untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in trusted]
-        if untrusted:
+        try:
+            untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in trusted]
+            if not untrusted:
+                return sio.load(path, trusted=trusted or None)
+        except Exception as exc:  # a damaged or foreign file: skops raises zip and parse errors of many kinds
             raise ModelLoadError(
-                f"{path.name} contains types that skops does not trust by default: {', '.join(untrusted)}",
-                hint="review them, then list them under model.options.trusted_types",
-            )
-        return sio.load(path, trusted=trusted or None)
+                f"could not load {path}: {exc}", hint="was it saved with skops.io.dump?"
+            ) from exc
+        raise ModelLoadError(
+            f"{path.name} contains types that skops does not trust by default: {', '.join(untrusted)}",
+            hint="review them, then list them under model.options.trusted_types",
+        )
     joblib = require("joblib", runtime="scikit-learn", extra="sklearn")
     try:
         return joblib.load(path)

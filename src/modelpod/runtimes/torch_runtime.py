@@ -33,9 +33,16 @@ _TORCH_DTYPES = {
 
 class TorchRuntime(BaseRuntime):
     def __init__(
-        self, torch: Any, module: Any, signature: Signature, output_names: list[str], device: str
+        self,
+        torch: Any,
+        module: Any,
+        signature: Signature,
+        input_names: list[str],
+        output_names: list[str],
+        device: str,
     ) -> None:
         super().__init__(signature)
+        self._input_names = input_names  # the module's arguments in the order it takes them
         self._torch = torch
         self._module = module
         self._output_names = output_names  # the module's outputs in the order it returns them
@@ -44,8 +51,7 @@ class TorchRuntime(BaseRuntime):
     def predict(self, batch: Batch) -> Batch:
         torch = self._torch
         args = [
-            torch.from_numpy(np.ascontiguousarray(batch[t.name])).to(self._device)
-            for t in self.signature.inputs
+            torch.from_numpy(np.ascontiguousarray(batch[name])).to(self._device) for name in self._input_names
         ]
         with torch.inference_mode():
             result = self._module(*args)
@@ -89,9 +95,11 @@ def load(model: ResolvedModel, *, threads: int) -> TorchRuntime:
             "pickled modules are not loaded",
         ) from exc
     module.to(device)
-    signature = reconcile(model.signature, detected, fmt="TorchScript")
+    kind = "torch.export (.pt2)" if path is not None and path.suffix == ".pt2" else "TorchScript"
+    signature = reconcile(model.signature, detected, fmt=kind)
+    input_names = [t.name for t in (detected or signature).inputs]
     output_names = [t.name for t in (detected or signature).outputs]
-    return TorchRuntime(torch, module, signature, output_names, device)
+    return TorchRuntime(torch, module, signature, input_names, output_names, device)
 
 
 def _detect_exported(program: Any, output_names: Sequence[str] | None) -> Signature | None:

@@ -1,0 +1,143 @@
+"""The transformers runtime on the real all-MiniLM-L6-v2: sentence embeddings against sentence-transformers,
+and a sequence classifier built from its BERT weights against the classifier's own logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from sentence_transformers import SentenceTransformer
+
+from modelpod.errors import ModelLoadError
+from modelpod.runtimes import load_runtime
+from modelpod.signature import Signature
+
+TEXTS = [
+    "A man is eating food.",
+    "Une femme joue du violon.",
+    "",
+    "naïve café ☕ — 日本語",
+    # longer than MiniLM's 256-token window: both sides must truncate it the same way
+    "The quick brown fox jumps over the lazy dog. " * 40,
+    "Short.",
+]
+
+
+@pytest.fixture(scope="module")
+def texts() -> np.ndarray:
+    return np.array(TEXTS, dtype=object)  # how the server hands strings to a runtime
+
+
+@pytest.fixture(scope="module")
+def sentence_encoder(minilm_model_dir) -> SentenceTransformer:
+    return SentenceTransformer(str(minilm_model_dir), device="cpu", local_files_only=True)
+
+
+@pytest.fixture(scope="module")
+def embedding_runtime(minilm_model_dir, resolve):
+    return load_runtime(resolve(minilm_model_dir, "transformers"))
+
+
+@pytest.fixture(scope="module")
+def classification_runtime(text_classifier_dir, resolve):
+    return load_runtime(resolve(text_classifier_dir, "transformers"))
+
+
+def test_embedding_signature(embedding_runtime):
+    assert embedding_runtime.signature == Signature.model_validate(
+        {
+            "inputs": [{"name": "text", "dtype": "string", "shape": []}],
+            "outputs": [{"name": "embedding", "dtype": "float32", "shape": [384]}],
+        }
+    )
+
+
+def test_embeddings_match_sentence_transformers(
+    embedding_runtime, sentence_encoder, texts, assert_outputs_follow_signature
+):
+    ours = embedding_runtime.predict({"text": texts})
+    theirs = sentence_encoder.encode(list(TEXTS), convert_to_numpy=True)
+    # Same weights, tokenizer and batch; 1e-5 (a float32 budget for a 6-layer encoder) allows
+    # for a different thread split of the matrix products, nothing more.
+    np.testing.assert_allclose(ours["embedding"], theirs, rtol=0, atol=1e-5)
+    assert_outputs_follow_signature(embedding_runtime.signature, ours, len(texts))
+    # The directory's whole module pipeline ran, its final Normalize module included: unit length.
+    np.testing.assert_allclose(np.linalg.norm(ours["embedding"], axis=1), 1.0, rtol=0, atol=1e-5)
+
+
+def test_max_length_option_truncates_like_sentence_transformers(
+    minilm_model_dir, resolve, embedding_runtime, texts
+):
+    runtime = load_runtime(resolve(minilm_model_dir, "transformers", options={"max_length": 8}))
+    short_window = SentenceTransformer(str(minilm_model_dir), device="cpu", local_files_only=True)
+    short_window.max_seq_length = 8
+
+    ours = runtime.predict({"text": texts})
+    theirs = short_window.encode(list(TEXTS), convert_to_numpy=True)
+    np.testing.assert_allclose(ours["embedding"], theirs, rtol=0, atol=1e-5)  # as above
+    # Precondition that gives the comparison its meaning: 8 tokens instead of 256 change the long text's
+    # embedding far beyond the tolerance.
+    full_window = embedding_runtime.predict({"text": texts[4:5]})["embedding"][0]
+    assert np.abs(ours["embedding"][4] - full_window).max() > 1e-2
+
+
+def test_classifier_signature(classification_runtime):
+    assert classification_runtime.signature == Signature.model_validate(
+        {
+            "inputs": [{"name": "text", "dtype": "string", "shape": []}],
+            "outputs": [
+                {"name": "probabilities", "dtype": "float32", "shape": [3]},
+                {"name": "label", "dtype": "string", "shape": []},
+            ],
+        }
+    )
+
+
+def test_classifier_matches_its_own_logits(
+    classification_runtime, text_classifier_dir, texts, assert_outputs_follow_signature
+):
+    classifier = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(text_classifier_dir), local_files_only=True
+    ).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(text_classifier_dir), local_files_only=True)
+    # The reference runs each text alone (no padding), so it also checks that batching with padding
+    # does not change a text's result.
+    with torch.no_grad():
+        logits = torch.cat(
+            [classifier(**tokenizer([text], truncation=True, return_tensors="pt")).logits for text in TEXTS]
+        )
+    theirs = torch.softmax(logits, dim=-1).numpy()
+
+    ours = classification_runtime.predict({"text": texts})
+    # Padding changes the float32 summation order only (masked positions get zero attention): 1e-5.
+    np.testing.assert_allclose(ours["probabilities"], theirs, rtol=0, atol=1e-5)
+    expected_labels = [classifier.config.id2label[int(i)] for i in theirs.argmax(axis=1)]
+    assert ours["label"].tolist() == expected_labels
+    assert set(expected_labels) <= {"negative", "neutral", "positive"}
+    assert_outputs_follow_signature(classification_runtime.signature, ours, len(texts))
+
+
+def test_declared_output_shape_that_disagrees_is_refused(minilm_model_dir, resolve):
+    declared = {
+        "inputs": [{"name": "text", "dtype": "string", "shape": []}],
+        "outputs": [{"name": "embedding", "dtype": "float32", "shape": [768]}],
+    }
+    with pytest.raises(
+        ModelLoadError, match=r"output 'embedding' has shape \[768\] but the model has \[384\]"
+    ):
+        load_runtime(resolve(minilm_model_dir, "transformers", signature=declared))
+
+
+def test_declared_input_that_disagrees_is_refused(text_classifier_dir, resolve):
+    declared = {
+        "inputs": [{"name": "sentence", "dtype": "string", "shape": []}],
+        "outputs": [{"name": "label", "dtype": "string", "shape": []}],
+    }
+    with pytest.raises(ModelLoadError, match=r"inputs \['sentence'\] do not match .*\['text'\]"):
+        load_runtime(resolve(text_classifier_dir, "transformers", signature=declared))
+
+
+def test_warmup(embedding_runtime, classification_runtime):
+    assert embedding_runtime.warmup() is None
+    assert classification_runtime.warmup() is None
