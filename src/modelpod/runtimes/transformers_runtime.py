@@ -45,6 +45,12 @@ class EmbeddingRuntime(BaseRuntime):
         )
         return {"embedding": np.asarray(embeddings, dtype=np.float32)}
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model reads for `texts` (after truncation), for usage reports such as OpenAI's."""
+        limit = self._encoder.max_seq_length
+        encoded = self._encoder.tokenizer(texts, truncation=True, max_length=limit)
+        return sum(len(ids) for ids in encoded["input_ids"])
+
 
 class ClassificationRuntime(BaseRuntime):
     def __init__(

@@ -1,120 +1,164 @@
-"""The ASGI app: health, model metadata and a simple JSON `POST /predict`.
+"""The ASGI app: routes of every protocol over one ServerState, middleware, start-up and shut-down.
 
-The model loads in the background at start-up (STARTING -> READY, or FAILED), so liveness answers while a
-large model loads. Inference runs on a worker thread, one call at a time.
+Start-up returns at once and loads the model on a worker thread (STARTING), so liveness answers while
+a large model loads; READY when it is loaded and warmed up, FAILED (with one log line) when it is not.
+Shut-down drains the batcher within the drain budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+import os
+from collections.abc import AsyncIterator, Callable
 
-import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelpod.errors import InferenceError, InputError, ModelpodError
-from modelpod.predictor import Predictor, to_json
+from modelpod.errors import ModelpodError
+from modelpod.predictor import Predictor
+from modelpod.server import openai_api, openapi, protocol_v2, simple
+from modelpod.server.batcher import Batcher, BatchStats, model_thread
+from modelpod.server.metrics import CONTENT_TYPE
+from modelpod.server.middleware import BodyLimitMiddleware, RequestMiddleware
+from modelpod.server.responses import error_response, openai_error_response
+from modelpod.server.state import ApiError, Health, ServerState
 from modelpod.spec.resolved import Spec
 
 log = logging.getLogger("modelpod.server")
 
 
-class Health(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    FAILED = "failed"
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json"
-    )
-
-
-def error(message: str, status: int) -> Response:
-    return json_response({"error": message}, status)
-
-
-class ServerState:
-    def __init__(self, spec: Spec, predictor: Predictor | None) -> None:
-        self.spec = spec
-        self.predictor = predictor
-        self.health = Health.READY if predictor else Health.STARTING
-        self.lock = asyncio.Lock()
-
-
-def predict_items(body: Any) -> list[dict[str, Any]] | None:
-    """The items of a /predict body: {"inputs": {...}} is one, {"instances": [{...}, ...]} several."""
-    if not isinstance(body, dict):
-        return None
-    if isinstance(body.get("inputs"), dict):
-        return [body["inputs"]]
-    instances = body.get("instances")
-    if isinstance(instances, list) and instances and all(isinstance(i, dict) for i in instances):
-        return instances
-    return None
-
-
-def create_app(spec: Spec, *, predictor: Predictor | None = None) -> Starlette:
-    """The app for `spec`; pass a loaded `predictor` to skip loading (tests)."""
-    state = ServerState(spec, predictor)
+def create_app(
+    spec: Spec,
+    *,
+    predictor: Predictor | None = None,
+    on_failure: Callable[[], None] | None = None,
+) -> Starlette:
+    """The app for `spec`. Pass a loaded `predictor` to skip loading (tests); `on_failure` runs when the
+    model fails to load (the runner uses it to exit non-zero)."""
+    state = ServerState(spec, auth_token=_auth_token(spec))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if state.predictor is None:
-            try:
-                state.predictor = await asyncio.to_thread(Predictor.from_spec, spec)
-            except ModelpodError as exc:
-                state.health = Health.FAILED
-                log.error("model failed to load: %s", exc)
-                raise
-            state.health = Health.READY
-            log.info("model %s loaded in %.2fs", spec.name, state.predictor.load_seconds)
-        yield
-
-    async def live(request: Request) -> Response:
-        return json_response(
-            {"live": state.health is not Health.FAILED}, 200 if state.health is not Health.FAILED else 503
-        )
-
-    async def ready(request: Request) -> Response:
-        is_ready = state.health is Health.READY
-        return json_response({"ready": is_ready, "state": state.health.value}, 200 if is_ready else 503)
-
-    async def predict(request: Request) -> Response:
-        if state.predictor is None or state.health is not Health.READY:
-            return error(f"model is {state.health.value}", 503)
+        loading = asyncio.create_task(_load(state, predictor, on_failure))
         try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            return error(f"body is not valid JSON: {exc}", 400)
-        items = predict_items(body)
-        if items is None:
-            return error('expected {"inputs": {name: value}} or {"instances": [{name: value}, ...]}', 400)
-        single = "inputs" in body
-        try:
-            async with state.lock:
-                results = await asyncio.to_thread(state.predictor.predict_items, items)
-        except InputError as exc:
-            return error(str(exc), 422)
-        except InferenceError as exc:
-            log.error("inference failed: %s", exc)
-            return error(str(exc), 500)
-        rows = [{name: to_json(value) for name, value in result.items()} for result in results]
-        return json_response({"outputs": rows[0]} if single else {"predictions": rows})
+            yield
+        finally:
+            loading.cancel()
+            await _stop(state)
 
-    return Starlette(
-        routes=[
-            Route("/v2/health/live", live),
-            Route("/v2/health/ready", ready),
-            Route("/predict", predict, methods=["POST"]),
-        ],
+    async def metrics(request: Request) -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    routes: list[Route] = [
+        *protocol_v2.routes(state),
+        *simple.routes(state),
+        *openai_api.routes(state),
+        *openapi.routes(state),
+        Route("/metrics", metrics),
+    ]
+    app = Starlette(
+        routes=routes,
         lifespan=lifespan,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},  # type: ignore[dict-item]
     )
+    app.state.modelpod = state
+    app.add_middleware(BodyLimitMiddleware, max_bytes=int(spec.server.max_body_bytes), metrics=state.metrics)
+    app.add_middleware(RequestMiddleware, state=state)
+    return app
+
+
+def _auth_token(spec: Spec) -> str | None:
+    variable = spec.server.auth_token_env
+    if variable is None:
+        return None
+    token = os.environ.get(variable, "")
+    if not token:
+        raise ModelpodError(
+            f"server.auth_token_env names {variable}, which is not set or empty",
+            hint=f"export {variable}=<token>, or remove server.auth_token_env to serve without a token",
+        )
+    return token
+
+
+async def _load(
+    state: ServerState, predictor: Predictor | None, on_failure: Callable[[], None] | None
+) -> None:
+    thread = model_thread(0)  # load, warm up and predict on one thread (see model_thread)
+    try:
+        if predictor is None:
+            loop = asyncio.get_running_loop()
+            predictor = await loop.run_in_executor(thread, Predictor.from_spec, state.spec)
+    except ModelpodError as exc:
+        thread.shutdown(wait=False)
+        _fail(state, str(exc), on_failure)
+        return
+    except Exception as exc:  # noqa: BLE001 - a framework's own error while loading; reported the same way
+        thread.shutdown(wait=False)
+        _fail(state, f"{type(exc).__name__}: {exc}", on_failure)
+        return
+    server = state.spec.server
+    batcher = Batcher(
+        [predictor.predict],
+        max_batch_size=server.max_batch_size,
+        max_wait_ms=server.max_wait_ms,
+        max_queue=server.max_queue,
+        on_batch=lambda stats: _observe(state, stats),
+        threads=[thread],
+    )
+    batcher.start()
+    state.predictor, state.batcher = predictor, batcher
+    state.metrics.queue_now.set_function(lambda: batcher.queue_depth)
+    state.metrics.busy_now.set_function(lambda: batcher.busy_workers)
+    state.metrics.load_seconds.labels(state.name).set(predictor.load_seconds)
+    state.health = Health.READY
+    log.info(
+        "model %s ready (%s, loaded in %.2fs)",
+        state.name,
+        state.spec.model.format,
+        predictor.load_seconds,
+        extra={"load_seconds": round(predictor.load_seconds, 3)},
+    )
+
+
+def _fail(state: ServerState, message: str, on_failure: Callable[[], None] | None) -> None:
+    state.health = Health.FAILED
+    state.failure = message
+    log.error("model %s failed to load: %s", state.name, message.replace("\n", " "))
+    if on_failure is not None:
+        on_failure()
+
+
+def _observe(state: ServerState, stats: BatchStats) -> None:
+    state.metrics.observe_batch(stats.rows, stats.seconds)
+
+
+async def _stop(state: ServerState) -> None:
+    if state.health is not Health.FAILED:
+        state.health = Health.DRAINING
+    if state.batcher is not None:
+        if not await state.batcher.drain(state.spec.server.drain_timeout_s):
+            log.warning(
+                "drain budget of %.1fs ran out; cancelling what is left", state.spec.server.drain_timeout_s
+            )
+        await state.batcher.close()
+    if state.health is not Health.FAILED:
+        state.health = Health.STOPPED
+
+
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    render = openai_error_response if request.url.path.startswith("/v1/") else error_response
+    return render(exc.status, exc.message, exc.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    message = exc.detail
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}; see /docs"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, message, dict(exc.headers or {}))

@@ -1,24 +1,98 @@
-"""Run the app on uvicorn (uvloop and httptools)."""
+"""Run the app on uvicorn (uvloop, httptools) with modelpod's shutdown and exit codes.
+
+SIGTERM (or Ctrl-C): readiness answers 503 at once while the listener stays open, so probes see the
+change; requests already in flight finish within `server.drain_timeout_s`; then the server stops and the
+process exits 0. A second signal stops at once. A model that fails to load exits 1 after one log line.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import time
+from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 
+from modelpod.errors import ModelpodError
 from modelpod.server.app import create_app
+from modelpod.server.logs import configure_logging
+from modelpod.server.state import Health, ServerState
 from modelpod.spec.resolved import Spec
+
+log = logging.getLogger("modelpod.server")
+
+# after the drain, connections still open are idle keep-alives; close them quickly
+_CLOSE_IDLE_SECONDS = 2.0
+
+
+class ModelServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.state = state
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or self.state.health is not Health.READY:
+            super().handle_exit(sig, frame)  # second signal, or nothing to drain: stop now
+            return
+        self._draining = True
+        self.state.health = Health.DRAINING
+        log.info("signal %d: draining (readiness now 503)", sig, extra={"signal": sig})
+        asyncio.get_event_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        budget = self.state.spec.server.drain_timeout_s
+        deadline = time.monotonic() + budget
+        while self.state.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.state.inflight > 0:
+            log.warning(
+                "drain budget of %.1fs ran out with %d requests in flight", budget, self.state.inflight
+            )
+        else:
+            log.info("drained: no request in flight")
+        self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                url = f"http://{host}:{port}"
+                log.info("serving %s on %s", self.state.name, url, extra={"url": url})
 
 
 def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(spec)
-    uvicorn.run(
+    """Serve until SIGTERM; raises SystemExit(1) when the model fails to load."""
+    configure_logging(spec.server.log_level)
+    holder: list[ModelServer] = []
+
+    def stop_on_failure() -> None:
+        holder[0].should_exit = True
+
+    app: Starlette = create_app(spec, on_failure=stop_on_failure)
+    config = uvicorn.Config(
         app,
         host=host or spec.server.host,
         port=spec.server.port if port is None else port,
         loop="uvloop",
         http="httptools",
-        log_level="info",
         lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(_CLOSE_IDLE_SECONDS),
     )
+    server = ModelServer(config, app.state.modelpod)
+    holder.append(server)
+    server.run()
+    state: ServerState = app.state.modelpod
+    if state.health is Health.FAILED:
+        raise SystemExit(1)
+    if not server.started:
+        raise ModelpodError(
+            f"could not start the server on {config.host}:{config.port}", hint="is the port in use?"
+        )

@@ -71,6 +71,13 @@ class ServerSection(Section):
     threads: int | None = Field(
         default=None, ge=1, description="Intra-op threads of the framework; default: the CPU limit."
     )
+    auth_token_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding a bearer token that inference routes then require.",
+    )
+    access_log: bool = Field(default=True, description="One JSON log line per request.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class ResourcesSection(Section):

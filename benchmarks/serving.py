@@ -1,0 +1,273 @@
+"""Serving benchmark: modelpod and its peers on the digits and minilm examples, in one run.
+
+    .venv/bin/python benchmarks/serving.py [--examples digits minilm] [--concurrency 1 16 64]
+        [--rounds 3] [--duration 15] [--warmup 3] [--servers modelpod bentoml kserve]
+        [--out benchmarks/results/serving.json] [--markdown benchmarks/results/serving.md]
+
+Each round measures, for each example: the raw in-process limit (the runtime alone at each batch size,
+in a child process), then every server in turn (the order rotates between rounds), each loaded by a
+closed-loop client (benchmarks/loadgen.py) at each concurrency. On a shared 2-core VM, run-to-run noise
+reached +-20%, so results are medians over rounds, and ratios are taken within a round (server and raw
+limit measured minutes apart) before the median. The load generator shares the cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import wrk_client  # noqa: E402
+from benchmarks.loadgen import closed_loop  # noqa: E402
+from benchmarks.targets import TARGETS, bench_target  # noqa: E402
+
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.",
+    "The new movie is awesome and everyone in the theatre loved the ending.",
+    "The cat sits outside.",
+    "The new movie is so great.",
+    "Deploying machine learning models to Kubernetes should not take a week of YAML.",
+    "Latency percentiles matter more than averages when users wait for answers.",
+    "It rained all day, so the match was postponed until next weekend.",
+    "Please summarise the quarterly report in three sentences.",
+]
+BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def digits_items() -> list[dict[str, Any]]:
+    from sklearn.datasets import load_digits
+
+    images = (load_digits().images[:256] / 16.0).astype("float32")[..., None]
+    return [{"image": image.tolist()} for image in images]
+
+
+def minilm_items() -> list[dict[str, Any]]:
+    return [{"text": sentence} for sentence in SENTENCES]
+
+
+ITEMS = {"digits": digits_items, "minilm": minilm_items}
+
+
+def raw_limit(example: str, items_file: Path, seconds: float) -> dict[str, Any]:
+    """Items per second of the runtime alone, per batch size, in a child process (its threads and memory
+    are gone before any server starts)."""
+    code = (
+        "import json\n"
+        "from benchmarks.raw_throughput import sweep\n"
+        "from modelpod.spec import load_spec\n"
+        f"items = json.loads(open({str(items_file)!r}).read())\n"
+        f"spec = load_spec({str(ROOT / 'examples' / example)!r})\n"
+        f"rates = sweep(spec, items, {BATCH_SIZES!r}, seconds={seconds})\n"
+        "print(json.dumps(rates))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=1200, check=True
+    )
+    rates = {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    best = max(rates, key=lambda size: rates[size])
+    return {
+        "by_batch_size": {k: round(v, 1) for k, v in rates.items()},
+        "best_batch_size": best,
+        "items_per_s": round(rates[best], 1),
+    }
+
+
+async def load_all(
+    url: str, bodies: list[bytes], concurrencies: list[int], duration: float, warmup: float
+) -> list[dict[str, Any]]:
+    results = []
+    for concurrency in concurrencies:
+        if wrk_client.available():
+            result = wrk_client.closed_loop(
+                url, bodies, concurrency=concurrency, duration=duration, warmup=warmup
+            )
+        else:
+            result = await closed_loop(url, bodies, concurrency=concurrency, duration=duration, warmup=warmup)
+        print(
+            f"      c={concurrency}: {result.throughput}/s p50 {result.p50_ms}ms p99 {result.p99_ms}ms"
+            f" errors {result.errors}",
+            flush=True,
+        )
+        results.append(result.as_dict())
+    return results
+
+
+def summarise(rounds: list[dict[str, Any]], concurrencies: list[int]) -> dict[str, Any]:
+    """Medians over rounds; ratios to the raw limit and to modelpod computed within each round first."""
+    servers = sorted({name for r in rounds for name in r["servers"]}, key=lambda n: (n != "modelpod", n))
+    raw = statistics.median(r["raw"]["items_per_s"] for r in rounds)
+    summary: dict[str, Any] = {"raw_items_per_s": raw, "servers": {}}
+    for name in servers:
+        rows = []
+        for index, concurrency in enumerate(concurrencies):
+            measured = [r for r in rounds if name in r["servers"]]
+            runs = [r["servers"][name]["runs"][index] for r in measured]
+            to_raw = [
+                run["throughput"] / r["raw"]["items_per_s"] for run, r in zip(runs, measured, strict=True)
+            ]
+            to_modelpod = [
+                run["throughput"] / r["servers"]["modelpod"]["runs"][index]["throughput"]
+                for run, r in zip(runs, measured, strict=True)
+                if "modelpod" in r["servers"]
+            ]
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "throughput": round(statistics.median(run["throughput"] for run in runs), 1),
+                    "p50_ms": round(statistics.median(run["p50_ms"] for run in runs), 2),
+                    "p90_ms": round(statistics.median(run["p90_ms"] for run in runs), 2),
+                    "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 2),
+                    "errors": sum(run["errors"] for run in runs),
+                    "ratio_to_raw": round(statistics.median(to_raw), 3),
+                    "ratio_to_modelpod": round(statistics.median(to_modelpod), 3) if to_modelpod else None,
+                    "rounds": len(runs),
+                }
+            )
+        rss = [r["servers"][name]["rss_mb_after"] for r in rounds if name in r["servers"]]
+        summary["servers"][name] = {"runs": rows, "rss_mb_after_load": statistics.median(rss)}
+    return summary
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = []
+    for example, data in report["examples"].items():
+        summary = data["summary"]
+        lines += [
+            f"### {example}",
+            "",
+            f"Raw in-process limit (runtime alone, best batch size, median of {len(data['rounds'])} rounds): "
+            f"**{summary['raw_items_per_s']:.1f} items/s**.",
+            "",
+            "| server | concurrency | throughput (req/s) | p50 ms | p90 ms | p99 ms "
+            "| vs raw limit | vs modelpod | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, server in summary["servers"].items():
+            for row in server["runs"]:
+                versus = "1.00" if name == "modelpod" else f"{row['ratio_to_modelpod']:.2f}"
+                lines.append(
+                    f"| {name} | {row['concurrency']} | {row['throughput']:.1f} | {row['p50_ms']:.1f} | "
+                    f"{row['p90_ms']:.1f} | {row['p99_ms']:.1f} | {row['ratio_to_raw']:.1%} | {versus} "
+                    f"| {row['errors']} |"
+                )
+        lines += [
+            "",
+            "Resident memory after load (MB, whole process tree): "
+            + ", ".join(f"{n} {s['rss_mb_after_load']:.0f}" for n, s in summary["servers"].items()),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    memory_gb = round(int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024, 1)
+    versions = {}
+    for package in (
+        "modelpod",
+        "torch",
+        "onnxruntime",
+        "sentence-transformers",
+        "transformers",
+        "uvicorn",
+        "numpy",
+    ):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return {
+        "cpu": cpu,
+        "cores_available": len(os.sched_getaffinity(0)),
+        "memory_gb": memory_gb,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--examples", nargs="+", default=["digits", "minilm"], choices=sorted(ITEMS))
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16, 64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per concurrency")
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="unmeasured seconds before each measurement"
+    )
+    parser.add_argument(
+        "--raw-seconds", type=float, default=3.0, help="seconds per batch size in the raw sweep"
+    )
+    parser.add_argument("--servers", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "serving.json")
+    parser.add_argument("--markdown", type=Path, default=HERE / "results" / "serving.md")
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    targets = []
+    for name in args.servers:
+        if TARGETS[name].available():
+            targets.append(TARGETS[name])
+        else:
+            print(f"{name}: not installed ({TARGETS[name].install_hint}); left out", flush=True)
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "examples": {},
+    }
+    for example in args.examples:
+        items = ITEMS[example]()
+        items_file = args.out.parent / f"{example}-items.json"
+        items_file.write_text(json.dumps(items))
+        rounds = []
+        for round_index in range(args.rounds):
+            print(f"{example}, round {round_index + 1}/{args.rounds}", flush=True)
+            raw = raw_limit(example, items_file, args.raw_seconds)
+            print(f"  raw limit {raw['items_per_s']}/s at batch {raw['best_batch_size']}", flush=True)
+            servers = {}
+            shift = round_index % len(targets)
+            for target in targets[shift:] + targets[:shift]:  # rotate so no server always runs first
+                print(f"  {target.name}", flush=True)
+                servers[target.name] = bench_target(target, example, items, args, load_all)
+            rounds.append({"raw": raw, "servers": servers})
+        items_file.unlink()
+        report["examples"][example] = {"rounds": rounds, "summary": summarise(rounds, args.concurrency)}
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.markdown.write_text(render_markdown(report) + "\n")
+    print(render_markdown(report))
+    print(f"wrote {args.out} and {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Closed-loop load with wrk (C, epoll): on a 2-core machine a Python client would take the core the
+server under test needs, so the benchmark drives servers with wrk when it is installed.
+
+Same result type as loadgen.closed_loop: a warm-up run (not measured), then the measured run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.loadgen import LoadResult
+
+SCRIPT = Path(__file__).resolve().parent / "wrk_bodies.lua"
+
+
+def available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def closed_loop(
+    url: str, bodies: Sequence[bytes], *, concurrency: int, duration: float, warmup: float
+) -> LoadResult:
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as lines:
+        lines.write(b"\n".join(body.replace(b"\n", b" ") for body in bodies) + b"\n")
+        lines.flush()
+        if warmup > 0:
+            _run(url, lines.name, concurrency, warmup)
+        summary = _run(url, lines.name, concurrency, duration)
+    seconds = summary["duration_us"] / 1e6
+    ok = summary["requests"] - summary["status_errors"]
+    return LoadResult(
+        concurrency=concurrency,
+        seconds=round(seconds, 2),
+        ok=ok,
+        errors=summary["status_errors"] + summary["socket_errors"],
+        throughput=round(ok / seconds, 1),
+        p50_ms=summary["p50_us"] / 1000,
+        p90_ms=summary["p90_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+    )
+
+
+def _run(url: str, bodies_file: str, concurrency: int, seconds: float) -> dict[str, int]:
+    command = [
+        "wrk",
+        f"--threads={min(2, concurrency)}",
+        f"--connections={concurrency}",
+        f"--duration={max(1, round(seconds))}s",
+        "--timeout=60s",
+        f"--script={SCRIPT}",
+        url,
+        "--",
+        bodies_file,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,0 +1,246 @@
+"""Adaptive batching: requests queue up while the model is busy and run together when it is free.
+
+A request is a small batch of its own (one row for /predict, N rows for a v2 infer). `Batcher.submit`
+queues it and waits for its rows of the result. Whenever a worker is free it takes everything queued
+that can be stacked with the oldest request (same per-item shapes), up to `max_batch_size` rows,
+waiting up to `max_wait_ms` for more under light load. Each worker owns one model instance and runs one
+batch at a time on its own thread, so the event loop keeps parsing requests meanwhile.
+
+Limits: a full queue rejects at once (`QueueFullError`, 503); a request still queued at its deadline is
+dropped without being computed (`DeadlineError`, 504). When a batch fails, each of its requests is run
+alone, so a bad item fails only the request that carried it.
+
+No HTTP here: the batcher is tested by feeding it arrays directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelpod.errors import ModelpodError
+from modelpod.runtimes.base import Batch
+
+PredictFn = Callable[[Batch], Batch]
+
+
+class QueueFullError(ModelpodError):
+    """The queue holds max_queue requests already."""
+
+
+class DeadlineError(ModelpodError):
+    """The request was not answered before its deadline."""
+
+
+class DrainingError(ModelpodError):
+    """The server is shutting down and no longer takes requests."""
+
+
+@dataclass
+class BatchStats:
+    """What a finished batch reports to metrics."""
+
+    rows: int
+    requests: int
+    seconds: float
+
+
+@dataclass(eq=False)
+class _Request:
+    inputs: Batch
+    rows: int
+    deadline: float
+    future: asyncio.Future[Batch]
+    shapes: tuple[tuple[int, ...], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shapes = tuple(array.shape[1:] for array in self.inputs.values())
+
+
+class Batcher:
+    def __init__(
+        self,
+        predict_fns: Sequence[PredictFn],
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        threads: Sequence[concurrent.futures.ThreadPoolExecutor] | None = None,
+    ) -> None:
+        """`predict_fns`: one function per model instance; each runs on a thread of its own. Pass `threads`
+        (one single-thread executor per instance) to run each instance on the thread that loaded it."""
+        self._predict_fns = list(predict_fns)
+        self._executors: list[concurrent.futures.ThreadPoolExecutor] = list(threads or [])
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._accepting = True
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def busy_workers(self) -> int:
+        return self._busy
+
+    def start(self) -> None:
+        if not self._executors:
+            self._executors = [model_thread(i) for i in range(len(self._predict_fns))]
+        for index, (predict, executor) in enumerate(zip(self._predict_fns, self._executors, strict=True)):
+            self._workers.append(asyncio.create_task(self._work(predict, executor), name=f"batcher-{index}"))
+
+    async def submit(self, inputs: Batch, *, timeout: float) -> Batch:
+        """Queue one request (arrays with a leading batch dimension) and wait for its outputs."""
+        if not self._accepting:
+            raise DrainingError("the server is shutting down")
+        if len(self._queue) >= self.max_queue:
+            raise QueueFullError(f"the queue is full ({self.max_queue} requests waiting)")
+        loop = asyncio.get_running_loop()
+        rows = len(next(iter(inputs.values())))
+        request = _Request(inputs, rows, loop.time() + timeout, loop.create_future())
+        self._queue.append(request)
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(request.future), timeout)
+        except asyncio.TimeoutError:
+            self._abandon(request)
+            raise DeadlineError(f"no answer within the request timeout of {timeout:g}s") from None
+        except asyncio.CancelledError:  # the caller went away
+            self._abandon(request)
+            raise
+
+    def _abandon(self, request: _Request) -> None:
+        if request in self._queue:  # never started: drop it so no worker computes it
+            self._queue.remove(request)
+        request.future.cancel()
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking requests and wait up to `timeout` for queued and running ones. True if all finished."""
+        self._accepting = False
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not (self._queue or self._busy)
+
+    async def close(self) -> None:
+        """Cancel the workers; anything still queued fails with DrainingError."""
+        self._accepting = False
+        while self._queue:
+            request = self._queue.popleft()
+            if not request.future.done():
+                request.future.set_exception(DrainingError("the server shut down before this request ran"))
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _work(self, predict: PredictFn, executor: concurrent.futures.Executor) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch(loop)
+            if not batch:
+                continue
+            self._busy += 1
+            started = time.perf_counter()
+            try:
+                outcomes = await loop.run_in_executor(executor, _run_isolated, predict, batch)
+            finally:
+                self._busy -= 1
+            if self._on_batch is not None:
+                self._on_batch(
+                    BatchStats(sum(r.rows for r in batch), len(batch), time.perf_counter() - started)
+                )
+            for request, outcome in zip(batch, outcomes, strict=True):
+                if request.future.done():  # timed out while running; its caller has answered 504
+                    continue
+                if isinstance(outcome, BaseException):
+                    request.future.set_exception(outcome)
+                else:
+                    request.future.set_result(outcome)
+
+    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Request]:
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch = self._take(loop)
+        if self.max_wait > 0 and batch and sum(r.rows for r in batch) < self.max_batch_size:
+            # light load: give a partial batch a moment to fill, then take what came
+            await asyncio.sleep(self.max_wait)
+            batch += self._take(loop, batch)
+        if self._queue:
+            self._arrived.set()  # wake another free worker for what is left
+        return batch
+
+    def _take(self, loop: asyncio.AbstractEventLoop, batch: list[_Request] | None = None) -> list[_Request]:
+        """Pop queued requests that stack with the batch's first one, up to max_batch_size rows."""
+        taken: list[_Request] = []
+        current = batch or []
+        rows = sum(r.rows for r in current)
+        shapes = current[0].shapes if current else None
+        now = loop.time()
+        kept: list[_Request] = []
+        while self._queue:
+            request = self._queue.popleft()
+            if request.future.done() or request.deadline <= now:
+                continue  # its caller has given up (504); never compute it
+            if shapes is None:
+                shapes = request.shapes
+            elif request.shapes != shapes or rows + request.rows > self.max_batch_size:
+                kept.append(request)
+                if rows >= self.max_batch_size:
+                    break
+                continue
+            taken.append(request)
+            rows += request.rows
+            if rows >= self.max_batch_size:
+                break
+        self._queue.extendleft(reversed(kept))
+        return taken
+
+
+def model_thread(index: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread a model instance is loaded on and runs every batch on.
+
+    Frameworks keep their intra-op thread pools per calling thread (OpenMP teams): a model loaded and
+    warmed up on one thread and run on another ran about 20% slower (minilm, batch 64, medians of 5).
+    """
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"modelpod-model-{index}")
+
+
+def _run_isolated(predict: PredictFn, batch: list[_Request]) -> list[Batch | BaseException]:
+    """Run the batch as one call; if that fails, run each request alone so only bad ones fail."""
+    if len(batch) == 1:
+        return [_run_one(predict, batch[0].inputs)]
+    inputs = {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
+    try:
+        outputs = predict(inputs)
+    except Exception:  # noqa: BLE001 - any failure is retried request by request below
+        return [_run_one(predict, r.inputs) for r in batch]
+    results: list[Batch | BaseException] = []
+    start = 0
+    for request in batch:
+        end = start + request.rows
+        results.append({name: values[start:end] for name, values in outputs.items()})
+        start = end
+    return results
+
+
+def _run_one(predict: PredictFn, inputs: Batch) -> Batch | BaseException:
+    try:
+        return predict(inputs)
+    except Exception as exc:  # noqa: BLE001 - returned to that request's caller, not raised here
+        return exc

@@ -1,0 +1,76 @@
+"""Prometheus metrics, in a registry of each app's own (no global state for tests to reset)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# seconds; dense below 100 ms where small models live, sparse up to the default 30 s timeout
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self, model: str, max_batch_size: int) -> None:
+        self.model = model
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_duration = Histogram(
+            "modelpod_request_duration_seconds",
+            "Time from request received to response sent.",
+            ["model", "endpoint", "code"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "modelpod_requests", "Requests answered.", ["model", "endpoint", "code"], registry=r
+        )
+        self.inflight = Gauge(
+            "modelpod_inflight_requests", "Requests being handled now.", ["model"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "modelpod_queue_depth", "Requests waiting for the model.", ["model"], registry=r
+        )
+        self.busy = Gauge(
+            "modelpod_busy_instances", "Model instances running a batch now.", ["model"], registry=r
+        )
+        batch_buckets = sorted({2**i for i in range(max_batch_size.bit_length() + 1)} | {max_batch_size})
+        self.batch_size = Histogram(
+            "modelpod_batch_size", "Rows per model call.", ["model"], buckets=batch_buckets, registry=r
+        )
+        self.inference_duration = Histogram(
+            "modelpod_inference_duration_seconds",
+            "Time of one model call (a whole batch).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "modelpod_model_load_seconds", "Time to load and warm up the model.", ["model"], registry=r
+        )
+        self.rejected = Counter(
+            "modelpod_rejected_requests",
+            "Requests refused before reaching the model, by reason.",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.inflight_now = self.inflight.labels(model)
+        self.queue_now = self.queue_depth.labels(model)
+        self.busy_now = self.busy.labels(model)
+        self._batch_size = self.batch_size.labels(model)
+        self._inference = self.inference_duration.labels(model)
+
+    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
+        self.request_duration.labels(self.model, endpoint, str(code)).observe(seconds)
+        self.requests.labels(self.model, endpoint, str(code)).inc()
+
+    def observe_batch(self, rows: int, seconds: float) -> None:
+        self._batch_size.observe(rows)
+        self._inference.observe(seconds)
+
+    def reject(self, reason: str) -> None:
+        self.rejected.labels(self.model, reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

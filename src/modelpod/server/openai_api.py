@@ -1,0 +1,100 @@
+"""OpenAI-compatible routes for embedding models: `POST /v1/embeddings`, `GET /v1/models`.
+
+Served when the signature is text in, vector out (one string input of shape [], one float output of
+shape [d]). Errors use OpenAI's shape, which its SDKs turn into exception messages. The SDK asks for
+base64 by default: float32 little-endian bytes, base64-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelpod.server.responses import JSONResponse
+from modelpod.server.state import ApiError, ServerState
+from modelpod.signature import Signature
+
+
+def embedding_io(signature: Signature) -> tuple[str, str] | None:
+    """(input name, output name) when the model maps one text to one vector."""
+    if len(signature.inputs) != 1 or not signature.outputs:
+        return None
+    text = signature.inputs[0]
+    vectors = [t for t in signature.outputs if t.dtype.startswith("float") and len(t.shape) == 1]
+    if text.dtype != "string" or text.shape != () or not vectors:
+        return None
+    return text.name, vectors[0].name
+
+
+def routes(state: ServerState) -> list[Route]:
+    async def models(request: Request) -> Response:
+        card = {"id": state.name, "object": "model", "created": state.started_at, "owned_by": "modelpod"}
+        return JSONResponse({"object": "list", "data": [card]})
+
+    async def embeddings(request: Request) -> Response:
+        state.check_auth(request.headers.get("authorization"))
+        predictor = state.loaded()
+        names = embedding_io(predictor.signature)
+        if names is None:
+            raise ApiError(404, f"model {state.name} does not map text to embeddings; use /predict")
+        input_name, output_name = names
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"body is not valid JSON: {exc}") from None
+        texts, encoding = _parse(body, state.name)
+        outputs = await state.infer({input_name: np.asarray(texts, dtype=object)})
+        vectors = np.asarray(outputs[output_name], dtype=np.float32)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode(vector, encoding)}
+            for i, vector in enumerate(vectors)
+        ]
+        tokens = _count_tokens(predictor.runtime, texts)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": state.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    return [Route("/v1/models", models), Route("/v1/embeddings", embeddings, methods=["POST"])]
+
+
+def _parse(body: Any, model: str) -> tuple[list[str], str]:
+    if not isinstance(body, dict):
+        raise ApiError(400, 'expected a JSON object {"input": ..., "model": ...}')
+    requested = body.get("model")
+    if requested is not None and requested != model:
+        raise ApiError(404, f"model {requested!r} not found; this server serves {model!r}")
+    value = body.get("input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise ApiError(
+            400, "input must be a string or a non-empty list of strings (token arrays are not supported)"
+        )
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise ApiError(400, f"encoding_format must be 'float' or 'base64', not {encoding!r}")
+    if body.get("dimensions") is not None:
+        raise ApiError(400, "dimensions is not supported: this model has a fixed embedding size")
+    return texts, encoding
+
+
+def _encode(vector: np.ndarray, encoding: str) -> Any:
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector
+
+
+def _count_tokens(runtime: Any, texts: list[str]) -> int:
+    """Token usage when the runtime can count tokens; 0 otherwise (the usage block is informational)."""
+    count = getattr(runtime, "count_tokens", None)
+    return int(count(texts)) if callable(count) else 0

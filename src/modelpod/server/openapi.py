@@ -1,0 +1,296 @@
+"""`GET /openapi.json` generated from the model signature, and `GET /docs`, a self-contained page.
+
+The schema describes exactly what the server accepts: per-input nested arrays with their sizes and
+element types, so generated clients and fuzzers (schemathesis) exercise real inputs. /docs loads no
+third-party script, so it works where the server has no internet.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from modelpod import __version__
+from modelpod.server.openai_api import embedding_io
+from modelpod.server.state import ServerState
+from modelpod.signature import Signature, TensorSpec, numpy_dtype
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def tensor_schema(tensor: TensorSpec) -> dict[str, Any]:
+    """JSON schema of one item of `tensor`: nested arrays of its per-item shape."""
+    schema = _element_schema(tensor.dtype)
+    for dim in reversed(tensor.shape):
+        schema = {"type": "array", "items": schema}
+        if dim != -1:
+            schema.update(minItems=dim, maxItems=dim)
+    if tensor.description:
+        schema["description"] = tensor.description
+    return schema
+
+
+def _element_schema(dtype: str) -> dict[str, Any]:
+    if dtype == "string":
+        return {"type": "string"}
+    if dtype == "bool":
+        return {"type": "boolean"}
+    if dtype.startswith(("int", "uint")):
+        import numpy as np
+
+        info = np.iinfo(numpy_dtype(dtype))
+        return {"type": "integer", "minimum": int(info.min), "maximum": int(info.max)}
+    return {"type": "number"}
+
+
+def build_openapi(name: str, signature: Signature) -> dict[str, Any]:
+    inputs = {
+        "type": "object",
+        "properties": {t.name: tensor_schema(t) for t in signature.inputs},
+        "required": [t.name for t in signature.inputs],
+        "additionalProperties": False,
+    }
+    outputs = {"type": "object", "properties": {t.name: tensor_schema(t) for t in signature.outputs}}
+    paths: dict[str, Any] = {
+        "/predict": {
+            "post": {
+                "summary": f"Predict with {name}",
+                "operationId": "predict",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "Outputs",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}
+                        },
+                    },
+                    **_error_responses(400, 401, 413, 422, 500, 503, 504),
+                },
+            }
+        },
+        "/v2/models/{name}/infer": {
+            "post": {
+                "summary": "Open Inference Protocol v2 inference (JSON or binary tensor extension)",
+                "operationId": "v2_infer",
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": [name]},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}}
+                    },
+                },
+                "responses": {
+                    "200": {"description": "Outputs"},
+                    **_error_responses(400, 401, 404, 413, 422, 500, 503, 504),
+                },
+            }
+        },
+        "/v2/models/{name}": {
+            "get": {
+                "summary": "Model metadata",
+                "operationId": "v2_model_metadata",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "Metadata"}, **_error_responses(404, 503)},
+            }
+        },
+        "/v2/health/live": {
+            "get": {
+                "summary": "Liveness",
+                "operationId": "live",
+                "responses": {"200": {"description": "Live"}, "503": {"description": "Failed"}},
+            }
+        },
+        "/v2/health/ready": {
+            "get": {
+                "summary": "Readiness",
+                "operationId": "ready",
+                "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+            }
+        },
+        "/v2": {
+            "get": {
+                "summary": "Server metadata",
+                "operationId": "v2_server_metadata",
+                "responses": {"200": {"description": "Metadata"}},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "responses": {"200": {"description": "Metrics", "content": {"text/plain": {}}}},
+            }
+        },
+    }
+    if embedding_io(signature) is not None:
+        paths["/v1/embeddings"] = {
+            "post": {
+                "summary": "OpenAI-compatible embeddings",
+                "operationId": "embeddings",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingsRequest"}}
+                    },
+                },
+                "responses": {
+                    "200": {"description": "Embeddings"},
+                    **_error_responses(400, 401, 404, 413, 500, 503, 504),
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"{name} (modelpod)", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Inputs": inputs,
+                "Outputs": outputs,
+                "PredictRequest": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "properties": {"inputs": {"$ref": "#/components/schemas/Inputs"}},
+                            "required": ["inputs"],
+                        },
+                        {
+                            "type": "object",
+                            "properties": {
+                                "instances": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"$ref": "#/components/schemas/Inputs"},
+                                }
+                            },
+                            "required": ["instances"],
+                        },
+                    ]
+                },
+                "PredictResponse": {
+                    "type": "object",
+                    "properties": {
+                        "outputs": {"$ref": "#/components/schemas/Outputs"},
+                        "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Outputs"}},
+                    },
+                },
+                "V2InferRequest": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "shape", "datatype", "data"],
+                                "properties": {
+                                    "name": {"type": "string", "enum": [t.name for t in signature.inputs]},
+                                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                                    "datatype": {"type": "string"},
+                                    "data": {"type": "array"},
+                                },
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        },
+                    },
+                },
+                "EmbeddingsRequest": {
+                    "type": "object",
+                    "required": ["input"],
+                    "properties": {
+                        "input": {
+                            "oneOf": [
+                                {"type": "string"},
+                                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                            ]
+                        },
+                        "model": {"type": "string", "enum": [name]},
+                        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+                    },
+                },
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {}}},
+            }
+        },
+    }
+
+
+def _error_responses(*codes: int) -> dict[str, Any]:
+    return {
+        str(code): {"description": "Error", "content": {"application/json": {"schema": _ERROR}}}
+        for code in codes
+    }
+
+
+def routes(state: ServerState) -> list[Route]:
+    cache: dict[str, bytes] = {}
+
+    async def openapi(request: Request) -> Response:
+        predictor = state.loaded()
+        if "json" not in cache:
+            cache["json"] = orjson.dumps(build_openapi(state.name, predictor.signature))
+        return Response(cache["json"], media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        predictor = state.loaded()
+        return HTMLResponse(render_docs(state.name, predictor.signature))
+
+    return [Route("/openapi.json", openapi), Route("/docs", docs)]
+
+
+def render_docs(name: str, signature: Signature) -> str:
+    def rows(tensors: tuple[TensorSpec, ...]) -> str:
+        return "".join(
+            f"<tr><td><code>{html.escape(t.name)}</code></td><td>{html.escape(t.describe())}</td>"
+            f"<td>{html.escape(t.description or '')}</td></tr>"
+            for t in tensors
+        )
+
+    example = {t.name: f"<{t.describe()}>" for t in signature.inputs}
+    body = html.escape(orjson.dumps({"inputs": example}).decode())
+    title = html.escape(name)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - modelpod</title>
+<style>body{{font-family:sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
+code,pre{{background:#f4f4f4}}pre{{padding:.6rem;overflow-x:auto}}</style></head><body>
+<h1>{title}</h1>
+<p>Served by modelpod {html.escape(__version__)}.
+Machine-readable: <a href="openapi.json">openapi.json</a>.</p>
+<h2>Inputs</h2><table><tr><th>name</th><th>type</th><th>description</th></tr>{rows(signature.inputs)}</table>
+<h2>Outputs</h2><table><tr><th>name</th><th>type</th><th>description</th></tr>{rows(signature.outputs)}</table>
+<h2>Endpoints</h2>
+<ul>
+<li><code>POST /predict</code> with <code>{body}</code>,
+or <code>{{"instances": [...]}}</code> for several</li>
+<li><code>POST /v2/models/{title}/infer</code>: Open Inference Protocol v2 (JSON or binary tensors)</li>
+<li><code>GET /v2/health/live</code>, <code>GET /v2/health/ready</code>,
+<code>GET /v2/models/{title}</code></li>
+<li><code>GET /metrics</code>: Prometheus</li>
+</ul>
+<h2>Try it</h2>
+<pre>curl -s -X POST -H 'content-type: application/json' -d '{body}' http://HOST:PORT/predict</pre>
+</body></html>
+"""

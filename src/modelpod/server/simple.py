@@ -1,0 +1,64 @@
+"""`POST /predict`: plain JSON for people who do not want tensor protocols.
+
+    {"inputs": {"image": [[...]]}}              -> {"outputs": {"probabilities": [...]}}
+    {"instances": [{"image": ...}, {...}]}      -> {"predictions": [{"probabilities": [...]}, ...]}
+
+Values are one item each (no batch dimension). Several instances travel through the batcher as one
+request, so they are never split across batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelpod.errors import InputError
+from modelpod.server.responses import JSONResponse
+from modelpod.server.state import ApiError, ServerState
+
+_SHAPE_HINT = 'expected {"inputs": {name: value}} or {"instances": [{name: value}, ...]}'
+
+
+def routes(state: ServerState) -> list[Route]:
+    async def predict(request: Request) -> Response:
+        state.check_auth(request.headers.get("authorization"))
+        predictor = state.loaded()
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"body is not valid JSON: {exc}") from None
+        items, single = _items(body)
+        try:
+            coerced = [predictor.signature.coerce_inputs(item, batched=False) for item in items]
+        except InputError as exc:
+            raise ApiError(422, str(exc) if single else f"instances: {exc}") from None
+        batch = {t.name: np.stack([c[t.name] for c in coerced]) for t in predictor.signature.inputs}
+        outputs = await state.infer(batch)
+        rows = [{name: _jsonable(values[i]) for name, values in outputs.items()} for i in range(len(items))]
+        return JSONResponse({"outputs": rows[0]} if single else {"predictions": rows})
+
+    return [Route("/predict", predict, methods=["POST"])]
+
+
+def _items(body: Any) -> tuple[list[dict[str, Any]], bool]:
+    if isinstance(body, dict):
+        if isinstance(body.get("inputs"), dict):
+            return [body["inputs"]], True
+        instances = body.get("instances")
+        if isinstance(instances, list) and instances and all(isinstance(i, dict) for i in instances):
+            return instances, False
+    raise ApiError(400, _SHAPE_HINT)
+
+
+def _jsonable(value: Any) -> Any:
+    # orjson writes numeric arrays itself; strings live in object arrays, which it cannot
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.dtype == object else value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,112 @@
+"""Server state shared by every route: health, the model, the batcher, metrics; and the one inference path.
+
+Health is an explicit state machine:
+
+    STARTING --load ok--> READY --SIGTERM--> DRAINING --drained--> STOPPED
+        └--load fails--> FAILED
+
+Liveness answers 200 in STARTING, READY and DRAINING; readiness only in READY.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import time
+from collections.abc import Mapping
+
+from modelpod.errors import InferenceError, InputError
+from modelpod.predictor import Predictor
+from modelpod.runtimes.base import Batch
+from modelpod.server.batcher import Batcher, DeadlineError, DrainingError, QueueFullError
+from modelpod.server.logs import request_id
+from modelpod.server.metrics import Metrics
+from modelpod.spec.resolved import Spec
+
+
+class Health(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class ApiError(Exception):
+    """An error answered as JSON `{"error": message}` with `status` (and optional headers)."""
+
+    def __init__(self, status: int, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class ServerState:
+    def __init__(self, spec: Spec, *, auth_token: str | None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.health = Health.STARTING
+        self.metrics = Metrics(spec.name, spec.server.max_batch_size)
+        self.predictor: Predictor | None = None
+        self.batcher: Batcher | None = None
+        self.auth_token = auth_token
+        self.started_at = int(time.time())
+        self.failure: str | None = None
+        self.inflight = 0  # HTTP requests being handled, kept by RequestMiddleware; the drain waits for 0
+
+    @property
+    def live(self) -> bool:
+        return self.health in (Health.STARTING, Health.READY, Health.DRAINING)
+
+    @property
+    def ready(self) -> bool:
+        return self.health is Health.READY
+
+    def loaded(self) -> Predictor:
+        """The predictor, or 503 while the model is not ready to take requests."""
+        if self.health is not Health.READY or self.predictor is None:
+            retry = {"Retry-After": "1"} if self.health is Health.STARTING else {"Connection": "close"}
+            self.metrics.reject("not_ready")
+            raise ApiError(503, f"model {self.name} is {self.health.value}", headers=retry)
+        return self.predictor
+
+    def check_model(self, name: str) -> None:
+        if name != self.name:
+            raise ApiError(404, f"model {name!r} not found; this server serves {self.name!r}")
+
+    def check_auth(self, authorization: str | None) -> None:
+        if self.auth_token is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.auth_token):
+            self.metrics.reject("unauthorized")
+            raise ApiError(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    async def infer(self, inputs: Batch) -> Batch:
+        """Run coerced inputs (batch dimension first) through the batcher; failures become ApiErrors."""
+        self.loaded()
+        if self.batcher is None:
+            raise ApiError(503, f"model {self.name} is {self.health.value}")
+        try:
+            return await self.batcher.submit(inputs, timeout=self.spec.server.request_timeout_s)
+        except QueueFullError as exc:
+            self.metrics.reject("queue_full")
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        except DeadlineError as exc:
+            self.metrics.reject("deadline")
+            raise ApiError(504, str(exc)) from None
+        except DrainingError as exc:
+            self.metrics.reject("draining")
+            raise ApiError(503, str(exc), headers={"Connection": "close"}) from None
+        except InputError as exc:
+            raise ApiError(422, str(exc)) from None
+        except InferenceError as exc:
+            raise ApiError(500, f"{exc} (request id {request_id.get()})") from None
+
+
+def coerce_or_422(predictor: Predictor, values: Mapping[str, object], *, batched: bool) -> Batch:
+    try:
+        return predictor.signature.coerce_inputs(dict(values), batched=batched)
+    except InputError as exc:
+        raise ApiError(422, str(exc)) from None

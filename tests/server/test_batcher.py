@@ -1,0 +1,231 @@
+"""The batcher alone: arrays in, arrays out, no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from modelpod.server.batcher import Batcher, DeadlineError, DrainingError, QueueFullError
+
+pytestmark = pytest.mark.anyio
+
+# every wait on a gate in these tests is bounded, so a bug fails the test instead of hanging it
+GATE_TIMEOUT = 10
+
+
+class RecordingModel:
+    """y = 2x; records every call's rows; can be held at a gate to let a queue build up."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls: list[list[float]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, batch):
+        x = batch["x"]
+        self.calls.append(x[:, 0].tolist())
+        self.entered.set()
+        if not self.gate.wait(GATE_TIMEOUT):
+            raise TimeoutError("gate never opened")
+        if (x == -1).any():
+            raise ValueError("a row contains -1")
+        time.sleep(self.delay)
+        return {"y": x * 2}
+
+
+def rows(*values: float) -> dict[str, np.ndarray]:
+    return {"x": np.array([[v, v] for v in values], dtype=np.float32)}
+
+
+async def started(batcher: Batcher) -> Batcher:
+    batcher.start()
+    return batcher
+
+
+async def wait_for(condition, timeout: float = GATE_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+async def test_each_request_gets_its_own_rows_under_concurrency():
+    model = RecordingModel(delay=0.002)
+    batcher = await started(Batcher([model], max_batch_size=16, max_wait_ms=0, max_queue=1000))
+    values = list(range(300))
+    results = await asyncio.gather(*(batcher.submit(rows(v), timeout=10) for v in values))
+    for value, result in zip(values, results, strict=True):
+        np.testing.assert_array_equal(result["y"], [[2 * value, 2 * value]])
+    sizes = [len(call) for call in model.calls]
+    assert sum(sizes) == 300
+    assert max(sizes) == 16  # requests that queued while the model ran went in together
+    assert len(sizes) < 300 / 4
+    await batcher.close()
+
+
+async def test_multi_row_requests_are_never_split():
+    model = RecordingModel(delay=0.002)
+    batcher = await started(Batcher([model], max_batch_size=8, max_wait_ms=0, max_queue=100))
+    requests = [rows(*range(10 * i, 10 * i + n)) for i, n in enumerate([3, 5, 2, 7, 1, 4, 6])]
+    results = await asyncio.gather(*(batcher.submit(r, timeout=10) for r in requests))
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+    assert all(len(call) <= 8 for call in model.calls)
+    await batcher.close()
+
+
+async def test_a_request_larger_than_max_batch_size_runs_alone():
+    model = RecordingModel()
+    batcher = await started(Batcher([model], max_batch_size=4, max_wait_ms=0, max_queue=10))
+    result = await batcher.submit(rows(*range(10)), timeout=10)
+    assert result["y"].shape == (10, 2)
+    assert model.calls == [list(map(float, range(10)))]
+    await batcher.close()
+
+
+async def test_max_wait_fills_a_batch_under_light_load():
+    model = RecordingModel()
+    batcher = await started(Batcher([model], max_batch_size=8, max_wait_ms=200, max_queue=10))
+
+    async def later(value: float):
+        await asyncio.sleep(0.02)
+        return await batcher.submit(rows(value), timeout=10)
+
+    await asyncio.gather(batcher.submit(rows(1), timeout=10), later(2))
+    assert model.calls == [[1.0, 2.0]]
+    await batcher.close()
+
+
+async def test_without_max_wait_a_lone_request_runs_at_once():
+    model = RecordingModel()
+    batcher = await started(Batcher([model], max_batch_size=8, max_wait_ms=0, max_queue=10))
+    started_at = time.perf_counter()
+    await batcher.submit(rows(1), timeout=10)
+    assert time.perf_counter() - started_at < 1.0  # no fixed wait; a bound only to catch a hang
+    assert model.calls == [[1.0]]
+    await batcher.close()
+
+
+async def test_full_queue_rejects_exactly_the_excess():
+    model = RecordingModel()
+    model.gate.clear()
+    batcher = await started(Batcher([model], max_batch_size=1, max_wait_ms=0, max_queue=5))
+    running = asyncio.ensure_future(batcher.submit(rows(0), timeout=10))
+    await wait_for(model.entered.is_set)  # the model holds request 0; the queue is empty again
+    queued = [asyncio.ensure_future(batcher.submit(rows(v), timeout=10)) for v in range(1, 6)]
+    await wait_for(lambda: batcher.queue_depth == 5)
+    excess = await asyncio.gather(
+        *(batcher.submit(rows(v), timeout=10) for v in range(6, 9)), return_exceptions=True
+    )
+    assert [type(e) for e in excess] == [QueueFullError] * 3
+    model.gate.set()
+    results = await asyncio.gather(running, *queued)
+    assert [r["y"][0, 0] for r in results] == [0, 2, 4, 6, 8, 10]
+    assert sorted(v for call in model.calls for v in call) == [0, 1, 2, 3, 4, 5]  # the rejected never ran
+    await batcher.close()
+
+
+async def test_deadline_drops_a_queued_request_without_computing_it():
+    model = RecordingModel()
+    model.gate.clear()
+    batcher = await started(Batcher([model], max_batch_size=1, max_wait_ms=0, max_queue=5))
+    running = asyncio.ensure_future(batcher.submit(rows(1), timeout=10))
+    await wait_for(model.entered.is_set)
+    with pytest.raises(DeadlineError, match=r"0\.05s"):
+        await batcher.submit(rows(2), timeout=0.05)
+    assert batcher.queue_depth == 0  # removed from the queue at its deadline
+    model.gate.set()
+    await running
+    await batcher.submit(rows(3), timeout=10)
+    assert model.calls == [[1.0], [3.0]]  # 2 was never computed
+    await batcher.close()
+
+
+async def test_a_failing_item_fails_only_its_own_request():
+    model = RecordingModel()
+    model.gate.clear()
+    batcher = await started(Batcher([model], max_batch_size=16, max_wait_ms=0, max_queue=100))
+    first = asyncio.ensure_future(batcher.submit(rows(100), timeout=10))
+    await wait_for(model.entered.is_set)
+    # these queue up behind the first and then run as one batch that fails because of the -1
+    values = [1, 2, -1, 3, 4]
+    pending = [asyncio.ensure_future(batcher.submit(rows(v), timeout=10)) for v in values]
+    await wait_for(lambda: batcher.queue_depth == 5)
+    model.gate.set()
+    await first
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    for value, outcome in zip(values, outcomes, strict=True):
+        if value == -1:
+            assert isinstance(outcome, ValueError)
+        else:
+            np.testing.assert_array_equal(outcome["y"], [[2 * value, 2 * value]])
+    assert model.calls[1] == [1.0, 2.0, -1.0, 3.0, 4.0]  # tried as one batch first
+    assert model.calls[2:] == [[1.0], [2.0], [-1.0], [3.0], [4.0]]  # then one by one
+    await batcher.close()
+
+
+async def test_requests_with_different_item_shapes_are_not_stacked():
+    calls = []
+
+    def model(batch):
+        calls.append(batch["x"].shape)
+        return {"y": batch["x"].sum(axis=1)}
+
+    batcher = await started(Batcher([model], max_batch_size=16, max_wait_ms=50, max_queue=10))
+    short = {"x": np.ones((1, 3), dtype=np.float32)}
+    long = {"x": np.ones((1, 5), dtype=np.float32)}
+    results = await asyncio.gather(*(batcher.submit(r, timeout=10) for r in (short, long, short, long)))
+    assert [float(r["y"][0]) for r in results] == [3, 5, 3, 5]
+    assert sorted(calls) == [(2, 3), (2, 5)]
+    await batcher.close()
+
+
+async def test_each_instance_runs_its_own_batch_in_parallel():
+    first, second = RecordingModel(delay=0.2), RecordingModel(delay=0.2)
+    batcher = await started(Batcher([first, second], max_batch_size=1, max_wait_ms=0, max_queue=10))
+    began = time.perf_counter()
+    await asyncio.gather(*(batcher.submit(rows(v), timeout=10) for v in range(4)))
+    elapsed = time.perf_counter() - began
+    assert len(first.calls) == 2
+    assert len(second.calls) == 2
+    assert elapsed < 0.2 * 4  # two at a time, not one after another
+    await batcher.close()
+
+
+async def test_drain_finishes_queued_work_then_refuses_new_requests():
+    model = RecordingModel()
+    model.gate.clear()
+    batcher = await started(Batcher([model], max_batch_size=1, max_wait_ms=0, max_queue=10))
+    pending = [asyncio.ensure_future(batcher.submit(rows(v), timeout=10)) for v in range(3)]
+    await wait_for(model.entered.is_set)
+    drain = asyncio.ensure_future(batcher.drain(timeout=10))
+    await asyncio.sleep(0.01)
+    with pytest.raises(DrainingError):
+        await batcher.submit(rows(9), timeout=10)
+    model.gate.set()
+    assert await drain is True
+    assert [r["y"][0, 0] for r in await asyncio.gather(*pending)] == [0, 2, 4]
+    await batcher.close()
+
+
+async def test_close_fails_what_is_still_queued():
+    model = RecordingModel()
+    model.gate.clear()
+    batcher = await started(Batcher([model], max_batch_size=1, max_wait_ms=0, max_queue=10))
+    running = asyncio.ensure_future(batcher.submit(rows(0), timeout=10))
+    await wait_for(model.entered.is_set)
+    queued = asyncio.ensure_future(batcher.submit(rows(1), timeout=10))
+    await wait_for(lambda: batcher.queue_depth == 1)
+    assert await batcher.drain(timeout=0.05) is False
+    await batcher.close()
+    with pytest.raises(DrainingError):
+        await queued
+    model.gate.set()
+    running.cancel()
