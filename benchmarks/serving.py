@@ -5,10 +5,12 @@
         [--out benchmarks/results/serving.json] [--markdown benchmarks/results/serving.md]
 
 Each round measures, for each example: the raw in-process limit (the runtime alone at each batch size,
-in a child process), then every server in turn (the order rotates between rounds), each loaded by a
-closed-loop client (benchmarks/loadgen.py) at each concurrency. On a shared 2-core VM, run-to-run noise
-reached +-20%, so results are medians over rounds, and ratios are taken within a round (server and raw
-limit measured minutes apart) before the median. The load generator shares the cores with the server.
+in a child process, the best size measured again for --duration seconds), then every server in turn (the
+order rotates between rounds), each loaded by a closed-loop client at each concurrency: wrk when it is
+installed (benchmarks/wrk_client.py; `apt-get install wrk`), else the asyncio client of
+benchmarks/loadgen.py, which on 2 cores takes CPU the server needs. On a shared 2-core VM, run-to-run
+noise reached +-20%, so results are medians over rounds, and ratios are taken within a round (server and
+raw limit measured minutes apart) before the median. The load generator shares the cores with the server.
 """
 
 from __future__ import annotations
@@ -68,27 +70,27 @@ def minilm_items() -> list[dict[str, Any]]:
 ITEMS = {"digits": digits_items, "minilm": minilm_items}
 
 
-def raw_limit(example: str, items_file: Path, seconds: float) -> dict[str, Any]:
-    """Items per second of the runtime alone, per batch size, in a child process (its threads and memory
-    are gone before any server starts)."""
+def raw_limit(example: str, items_file: Path, sweep_seconds: float, confirm_seconds: float) -> dict[str, Any]:
+    """The runtime alone (benchmarks/raw_throughput.py) in a child process, so that its threads and memory
+    are gone before any server starts."""
     code = (
         "import json\n"
-        "from benchmarks.raw_throughput import sweep\n"
+        "from benchmarks.raw_throughput import limit\n"
         "from modelpod.spec import load_spec\n"
         f"items = json.loads(open({str(items_file)!r}).read())\n"
         f"spec = load_spec({str(ROOT / 'examples' / example)!r})\n"
-        f"rates = sweep(spec, items, {BATCH_SIZES!r}, seconds={seconds})\n"
-        "print(json.dumps(rates))\n"
+        f"result = limit(spec, items, {BATCH_SIZES!r}, sweep_seconds={sweep_seconds}, "
+        f"confirm_seconds={confirm_seconds})\n"
+        "print(json.dumps(result))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=1200, check=True
     )
-    rates = {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
-    best = max(rates, key=lambda size: rates[size])
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
     return {
-        "by_batch_size": {k: round(v, 1) for k, v in rates.items()},
-        "best_batch_size": best,
-        "items_per_s": round(rates[best], 1),
+        "by_batch_size": {int(k): round(v, 1) for k, v in measured["by_batch_size"].items()},
+        "best_batch_size": measured["best_batch_size"],
+        "items_per_s": round(measured["items_per_s"], 1),
     }
 
 
@@ -252,7 +254,7 @@ def main() -> int:
         rounds = []
         for round_index in range(args.rounds):
             print(f"{example}, round {round_index + 1}/{args.rounds}", flush=True)
-            raw = raw_limit(example, items_file, args.raw_seconds)
+            raw = raw_limit(example, items_file, args.raw_seconds, args.duration)
             print(f"  raw limit {raw['items_per_s']}/s at batch {raw['best_batch_size']}", flush=True)
             servers = {}
             shift = round_index % len(targets)

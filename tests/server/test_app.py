@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import struct
+import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,7 @@ from modelpod.errors import ModelpodError
 from modelpod.server import create_app
 from modelpod.spec import Spec, load_spec
 from tests.server.conftest import with_server
+from tests.tools import need_tool
 
 pytestmark = pytest.mark.anyio
 
@@ -422,6 +424,20 @@ async def test_metrics_are_the_documented_ones(digits_spec):
     assert counts[("/predict", "422")] == 1
     batches = [s for s in families["modelpod_batch_size"].samples if s.name == "modelpod_batch_size_count"]
     assert batches[0].value == 1  # the 422 never reached the model
+
+
+async def test_promtool_accepts_the_metrics_exposition(digits_spec, digits_example):
+    # Prometheus' own linter: names, types, help texts and units as Prometheus expects them
+    promtool = need_tool("promtool", "install Debian's prometheus package (../shared/ci/engine-up does)")
+    async with serving(digits_spec) as client:
+        await client.post("/predict", json={"inputs": digits_example["inputs"]})
+        await client.post("/predict", json={"inputs": {"image": 1}})
+        text = (await client.get("/metrics")).text
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""  # no lint warning either
 
 
 async def test_openapi_describes_the_signature(digits_spec, digits_example):

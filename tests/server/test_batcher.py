@@ -113,6 +113,45 @@ async def test_without_max_wait_a_lone_request_runs_at_once():
     await batcher.close()
 
 
+async def closed_loop_batches(refill: float, clients: int = 16, rounds: int = 6) -> list[int]:
+    """Batch sizes seen when `clients` callers each send their next request shortly after their answer,
+    one after another (as responses are written and new requests read), like a load test at concurrency 16."""
+    model = RecordingModel(delay=0.05)
+    batcher = await started(
+        Batcher([model], max_batch_size=clients, max_wait_ms=0, max_queue=100, refill_fraction=refill)
+    )
+
+    async def client(index: int) -> None:
+        for _ in range(rounds):
+            await asyncio.sleep(0.0002 * index)  # answers go out one by one, so requests come back staggered
+            await batcher.submit(rows(index), timeout=10)
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    await batcher.close()
+    return [len(call) for call in model.calls]
+
+
+async def test_refill_keeps_batches_whole_under_closed_loop_load():
+    sizes = await closed_loop_batches(refill=0.5)
+    # at start-up there is no last batch to wait for, so the first caller runs alone; from then on the
+    # answered callers come back as one batch (the last one lacks the first caller, who finished first)
+    assert sum(sizes) == 16 * 6
+    assert sizes[0] == 1
+    assert sizes[1:-1] == [16] * (len(sizes) - 2), sizes
+
+
+async def test_refill_does_not_wait_for_callers_that_are_not_coming():
+    # one caller: the last batch answered one request, so a lone request runs at once
+    model = RecordingModel(delay=0.01)
+    batcher = await started(
+        Batcher([model], max_batch_size=8, max_wait_ms=0, max_queue=10, refill_fraction=1)
+    )
+    for value in range(3):
+        await batcher.submit(rows(value), timeout=10)
+    assert model.calls == [[0.0], [1.0], [2.0]]
+    await batcher.close()
+
+
 async def test_full_queue_rejects_exactly_the_excess():
     model = RecordingModel()
     model.gate.clear()

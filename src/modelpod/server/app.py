@@ -107,6 +107,7 @@ async def _load(
         max_batch_size=server.max_batch_size,
         max_wait_ms=server.max_wait_ms,
         max_queue=server.max_queue,
+        refill_fraction=server.batch_refill_fraction,
         on_batch=lambda stats: _observe(state, stats),
         threads=[thread],
     )

@@ -62,6 +62,13 @@ class ServerSection(Section):
     max_wait_ms: float = Field(
         default=0.0, ge=0, le=10_000, description="How long a partial batch may wait for more requests."
     )
+    batch_refill_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Under load, how long a free model may wait for the callers its last batch answered "
+        "to send their next requests, as a fraction of that batch's run time; 0 turns it off.",
+    )
     max_queue: int = Field(default=256, ge=1, description="Queued requests before new ones get 503.")
     request_timeout_s: float = Field(default=30.0, gt=0, description="Per-request deadline; past it, 504.")
     max_body_bytes: ByteSize = Field(
