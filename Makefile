@@ -11,7 +11,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := -c constraints.txt
 DIGITS_MODEL := examples/digits/model/digits.onnx
 
-.PHONY: setup serve test check examples clean
+.PHONY: setup tools serve test check examples clean
 
 setup: $(VENV)/.installed
 
@@ -32,7 +32,18 @@ examples: $(DIGITS_MODEL)
 serve: $(DIGITS_MODEL)
 	$(BIN)/modelpod serve examples/digits
 
-test: $(VENV)/.installed
+# checkov (Kubernetes manifest checks in tests/deploy) gets a virtual environment of its own: its pins
+# would downgrade packages of .venv (packaging, networkx). The tests find it at .venv-tools/bin/checkov.
+TOOLS_VENV ?= .venv-tools
+
+tools: $(TOOLS_VENV)/.installed
+
+$(TOOLS_VENV)/.installed:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet $(CONSTRAINTS) checkov==3.3.30
+	touch $@
+
+test: $(VENV)/.installed $(TOOLS_VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # One command for the static checks: lint, format, types (strict on src).
@@ -42,4 +53,4 @@ check: $(VENV)/.installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .modelpod examples/*/model examples/*/example.json
+	rm -rf $(VENV) $(TOOLS_VENV) .modelpod examples/*/model examples/*/example.json

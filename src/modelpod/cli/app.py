@@ -179,3 +179,8 @@ def _read_inputs(value: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise typer.BadParameter('expected a JSON object {"input name": value}', param_hint="--input")
     return data
+
+
+# The build and cluster commands live in modules of their own; importing them registers them on `app`.
+# They import their libraries inside each command, so `modelpod --help` stays fast.
+from modelpod.cli import cluster, kube  # noqa: E402,F401

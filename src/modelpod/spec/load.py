@@ -212,6 +212,7 @@ def _resolve(
         scaling=file.scaling,
         image=ResolvedImage(repository=file.image.repository or file.name, base=file.image.base),
         kubernetes=file.kubernetes,
+        train=file.train,
         examples=examples,
         profile=profile,
         profiles=profiles,

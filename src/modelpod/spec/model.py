@@ -7,6 +7,7 @@ The JSON schema published by `modelpod schema` is generated from these classes.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -105,6 +106,22 @@ class ScalingSection(Section):
     target_concurrency: float = Field(
         default=8.0, gt=0, description="In-flight requests per replica to aim for."
     )
+    autoscaler: Literal["cpu", "inflight", "keda", "none"] = Field(
+        default="cpu",
+        description="cpu: an HPA on CPU use; inflight: an HPA on modelpod_inflight_requests per pod "
+        "(Prometheus adapter); keda: a KEDA ScaledObject on the same metric; none: fixed replicas.",
+    )
+    target_cpu_percent: int = Field(
+        default=70, ge=1, le=100, description="CPU use, in percent of requests, the cpu autoscaler aims for."
+    )
+    scale_down_stabilization_s: int = Field(
+        default=300, ge=0, le=3600, description="How long load must stay low before replicas are removed."
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        pattern=r"^https?://",
+        description="Prometheus that the keda autoscaler queries.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ScalingSection:
@@ -122,10 +139,173 @@ class ImageSection(Section):
     base: str = Field(default="python:3.11-slim", description="Base image.")
 
 
+_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+LABEL_KEY_PATTERN = rf"^({_DNS_SUBDOMAIN}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
+
+
+class Toleration(Section):
+    key: str = Field(pattern=LABEL_KEY_PATTERN, description="Taint key, e.g. nvidia.com/gpu.")
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = Field(default=None, pattern=LABEL_VALUE_PATTERN)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+    @model_validator(mode="after")
+    def _value_matches_operator(self) -> Toleration:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("operator Exists takes no value; use operator Equal to match a value")
+        if self.operator == "Equal" and self.value is None:
+            raise ValueError("operator Equal needs a value")
+        return self
+
+
+class GpuSection(Section):
+    resource: str = Field(
+        default="nvidia.com/gpu", pattern=LABEL_KEY_PATTERN, description="Extended resource of a GPU."
+    )
+    tolerations: tuple[Toleration, ...] = Field(
+        default=(Toleration(key="nvidia.com/gpu"),), description="Taints of GPU nodes that pods tolerate."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description='Node labels GPU pods need, e.g. {"nvidia.com/gpu.present": "true"}.',
+    )
+    shm_size: str = Field(
+        default="1Gi", pattern=MEMORY_PATTERN, description="Size of /dev/shm (memory) for multi-GPU engines."
+    )
+
+
+class NetworkPolicySection(Section):
+    enabled: bool = True
+    same_namespace: bool = Field(default=True, description="Pods of the release's namespace may connect.")
+    from_namespaces: tuple[str, ...] = Field(
+        default=(), description="Further namespaces whose pods may connect to the serving port."
+    )
+    from_pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="Pods with these labels (in any allowed namespace) may connect."
+    )
+    from_cidrs: tuple[str, ...] = Field(
+        default=(),
+        description="Address ranges that may connect, e.g. the control plane's, so that the API server's "
+        "service proxy (used by `modelpod deploy` to smoke-test a release) gets through.",
+    )
+
+    @field_validator("from_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an address range such as 10.0.0.0/24: {exc}") from None
+        return value
+
+
+class IngressSection(Section):
+    enabled: bool = False
+    host: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    path: str = Field(default="/", pattern=r"^/")
+    class_name: str | None = Field(default=None, description="IngressClass, e.g. nginx.")
+    tls_secret: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="Secret with the TLS cert."
+    )
+    controller_namespace: str = Field(
+        default="ingress-nginx", pattern=NAME_PATTERN, description="Namespace the NetworkPolicy admits."
+    )
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class MonitoringSection(Section):
+    monitor: Literal["none", "servicemonitor", "podmonitor"] = Field(
+        default="none", description="Prometheus Operator object that scrapes /metrics."
+    )
+    alerts: bool = Field(
+        default=False, description="A PrometheusRule with error, latency and overload alerts."
+    )
+    dashboard: bool = Field(default=False, description="A Grafana dashboard ConfigMap (sidecar label).")
+    prometheus_namespace: str | None = Field(
+        default="monitoring",
+        pattern=NAME_PATTERN,
+        description="Namespace the NetworkPolicy admits for scraping.",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the monitoring objects, e.g. release: prometheus."
+    )
+    scrape_interval: str = Field(default="30s", pattern=DURATION_PATTERN)
+    alert_for: str = Field(
+        default="5m", pattern=DURATION_PATTERN, description="How long before an alert fires."
+    )
+    max_error_ratio: float = Field(default=0.05, gt=0, le=1, description="5xx answers over all answers.")
+    max_p99_latency_s: float = Field(default=1.0, gt=0)
+    max_rejected_per_s: float = Field(default=1.0, gt=0, description="Requests refused for overload.")
+
+
 class KubernetesSection(Section):
     namespace: str = Field(default="default", pattern=NAME_PATTERN)
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     service_port: int = Field(default=80, ge=1, le=65535)
+    startup_timeout_s: int = Field(
+        default=600, ge=10, le=86_400, description="Budget for the model to load before the pod is restarted."
+    )
+    progress_deadline_s: int = Field(
+        default=900, ge=30, description="Rollout deadline; must exceed startup_timeout_s."
+    )
+    prestop_sleep_s: int = Field(
+        default=5, ge=0, le=300, description="Delay before SIGTERM, so endpoints stop routing to the pod."
+    )
+    termination_margin_s: int = Field(
+        default=5, ge=0, le=300, description="Added to preStop + server.drain_timeout_s for the grace period."
+    )
+    max_unavailable: int = Field(default=1, ge=1, description="Voluntary disruptions the PDB allows.")
+    topology_spread: Literal["ScheduleAnyway", "DoNotSchedule"] = Field(
+        default="ScheduleAnyway", description="Spread replicas across nodes: a preference or a rule."
+    )
+    tmp_size: str = Field(default="256Mi", pattern=MEMORY_PATTERN, description="Size of the /tmp emptyDir.")
+    image_pull_policy: Literal["IfNotPresent", "Always"] = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = Field(default=(), description="Secrets to pull a private image.")
+    auth_secret: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Secret whose key `token` fills server.auth_token_env; default <name>-auth.",
+    )
+    gpu: GpuSection = Field(default_factory=GpuSection)
+    network_policy: NetworkPolicySection = Field(default_factory=NetworkPolicySection)
+    ingress: IngressSection = Field(default_factory=IngressSection)
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
+
+    @model_validator(mode="after")
+    def _deadline_after_startup(self) -> KubernetesSection:
+        if self.progress_deadline_s <= self.startup_timeout_s:
+            raise ValueError(
+                f"progress_deadline_s ({self.progress_deadline_s}) must exceed startup_timeout_s "
+                f"({self.startup_timeout_s}), or every slow model load would fail the rollout"
+            )
+        return self
+
+
+class TrainSection(Section):
+    command: tuple[str, ...] = Field(
+        default=(),
+        description="Training command and its arguments, run in the spec's directory, "
+        'e.g. ["python", "train.py"].',
+    )
+    output_dir: str = Field(
+        default="model",
+        pattern=r"^[^/]",
+        description="Where the command writes the model, relative to the spec.",
+    )
+    output_size: str = Field(default="10Gi", pattern=MEMORY_PATTERN, description="Size of the output volume.")
+    output_claim: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="PersistentVolumeClaim for the output; default an emptyDir.",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the training command.")
+    resources: ResourcesSection | None = Field(default=None, description="Default: the serving resources.")
+    backoff_limit: int = Field(default=1, ge=0, le=20, description="Retries of a failed training pod.")
+    active_deadline_s: int = Field(default=6 * 3600, ge=60, description="Time limit of the whole Job.")
+    ttl_after_finished_s: int = Field(default=86_400, ge=0, description="How long a finished Job is kept.")
 
 
 class ExampleSection(Section):
@@ -160,6 +340,7 @@ class SpecFile(Section):
     scaling: ScalingSection = Field(default_factory=ScalingSection)
     image: ImageSection = Field(default_factory=ImageSection)
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
+    train: TrainSection = Field(default_factory=TrainSection)
     examples: tuple[ExampleSection, ...] = Field(default=(), description="Requests used by smoke tests.")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

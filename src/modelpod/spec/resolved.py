@@ -14,6 +14,7 @@ from modelpod.spec.model import (
     ResourcesSection,
     ScalingSection,
     ServerSection,
+    TrainSection,
 )
 
 
@@ -53,6 +54,7 @@ class Spec(_Frozen):
     scaling: ScalingSection
     image: ResolvedImage
     kubernetes: KubernetesSection
+    train: TrainSection
     examples: tuple[Example, ...]
     profile: str | None
     profiles: tuple[str, ...]  # every profile this spec can be resolved with

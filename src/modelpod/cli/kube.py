@@ -1,0 +1,74 @@
+"""Commands render: Kubernetes manifests. Importing this module registers them on the app."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from modelpod.cli.app import ProfileOption, SpecPath, app, err
+
+RenderFormat = Literal["yaml", "kustomize", "kserve"]
+
+
+@app.command()
+def render(
+    spec: SpecPath = Path(),
+    profile: ProfileOption = None,
+    image: Annotated[
+        str,
+        typer.Option("--image", help="Image by digest, REPOSITORY@sha256:... (as `modelpod push` prints)."),
+    ] = "",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="yaml: plain manifests; kustomize: base + overlays; kserve: an InferenceService."
+        ),
+    ] = "yaml",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory to write; default: YAML on stdout.")
+    ] = None,
+    allow_tag: Annotated[
+        bool,
+        typer.Option("--allow-tag", help="Accept an image without a digest (development clusters only)."),
+    ] = False,
+) -> None:
+    """Render Kubernetes manifests for the spec (pure: reads no cluster)."""
+    from modelpod.deploy.render import RenderError, parse_image
+
+    if fmt not in ("yaml", "kustomize", "kserve"):
+        raise typer.BadParameter(f"{fmt!r} is not one of yaml, kustomize, kserve", param_hint="--format")
+    if not image:
+        raise typer.BadParameter("required: the image to run, REPOSITORY@sha256:...", param_hint="--image")
+    try:
+        parse_image(image, allow_tag=allow_tag)
+    except RenderError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--image") from None
+    files = _render_files(spec, profile, image, fmt, allow_tag)  # type: ignore[arg-type]
+    if output is None:
+        if fmt == "kustomize":
+            raise typer.BadParameter("kustomize output is a directory tree", param_hint="--output")
+        sys.stdout.write("---\n".join(files.values()))
+        return
+    for relative, text in files.items():
+        path = output / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    err.print(f"wrote {len(files)} file(s) to {output}")
+
+
+def _render_files(
+    spec_path: Path, profile: str | None, image: str, fmt: RenderFormat, allow_tag: bool
+) -> dict[str, str]:
+    from modelpod.deploy.render import Target, render_kustomize, render_manifests, to_yaml
+    from modelpod.spec import load_spec, profile_names
+
+    if fmt == "kustomize":
+        profiles = [profile] if profile else sorted({"dev", "staging", "prod", *profile_names(spec_path)})
+        return render_kustomize(spec_path, profiles=profiles, image=image, allow_tag=allow_tag)
+    resolved = load_spec(spec_path, profile, require_model=False)
+    target: Target = "kserve" if fmt == "kserve" else "kubernetes"
+    objects = render_manifests(resolved, image=image, target=target, allow_tag=allow_tag)
+    return {f"{i:02d}-{obj['kind'].lower()}.yaml": to_yaml([obj]) for i, obj in enumerate(objects, 1)}

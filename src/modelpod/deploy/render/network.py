@@ -1,0 +1,101 @@
+"""Traffic: the Service, the NetworkPolicy that admits only who should connect, and an optional Ingress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelpod.deploy.render.image import ImageRef
+from modelpod.deploy.render.labels import metadata, release_labels, selector_labels
+from modelpod.deploy.render.workload import PORT_NAME
+from modelpod.spec.resolved import Spec
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace since Kubernetes 1.22
+
+
+def render_service(spec: Spec, image: ImageRef) -> dict[str, Any]:
+    port = {
+        "name": PORT_NAME,
+        "port": spec.kubernetes.service_port,
+        "targetPort": PORT_NAME,
+        "protocol": "TCP",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(spec, image),
+        "spec": {"type": spec.kubernetes.service_type, "selector": selector_labels(spec), "ports": [port]},
+    }
+
+
+def _namespace_peer(namespace: str, pod_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    peer: dict[str, Any] = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}}}
+    if pod_labels:
+        peer["podSelector"] = {"matchLabels": dict(pod_labels)}
+    return peer
+
+
+def _ingress_peers(spec: Spec) -> list[dict[str, Any]]:
+    """Who may connect to the serving port: configured peers, Prometheus, the ingress controller."""
+    policy = spec.kubernetes.network_policy
+    pod_labels = dict(policy.from_pod_labels)
+    peers: list[dict[str, Any]] = []
+    if policy.same_namespace:
+        peers.append({"podSelector": {"matchLabels": pod_labels} if pod_labels else {}})
+    peers += [_namespace_peer(ns, pod_labels) for ns in policy.from_namespaces]
+    # e.g. the control plane: the API server's service proxy (deploy's smoke test) comes from there
+    peers += [{"ipBlock": {"cidr": cidr}} for cidr in policy.from_cidrs]
+    monitoring = spec.kubernetes.monitoring
+    if monitoring.monitor != "none" and monitoring.prometheus_namespace:
+        peers.append(_namespace_peer(monitoring.prometheus_namespace))
+    if spec.kubernetes.ingress.enabled:
+        peers.append(_namespace_peer(spec.kubernetes.ingress.controller_namespace))
+    return peers
+
+
+def render_network_policy(spec: Spec, image: ImageRef) -> dict[str, Any]:
+    port = {"port": spec.server.port, "protocol": "TCP"}
+    if spec.kubernetes.service_type == "ClusterIP":
+        ingress = [{"from": _ingress_peers(spec), "ports": [port]}]
+    else:
+        # NodePort and LoadBalancer traffic arrives from node and client addresses no selector can name
+        ingress = [{"ports": [port]}]
+    dns = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(spec, image),
+        "spec": {
+            # every pod of the release, the training Job's too: they get no traffic but DNS either way
+            "podSelector": {"matchLabels": release_labels(spec)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": [{"ports": dns}],  # name resolution only: a model server calls nothing else
+        },
+    }
+
+
+def render_ingress(spec: Spec, image: ImageRef) -> dict[str, Any]:
+    ingress = spec.kubernetes.ingress
+    path = {
+        "path": ingress.path,
+        "pathType": "Prefix",
+        "backend": {"service": {"name": spec.name, "port": {"name": PORT_NAME}}},
+    }
+    rule: dict[str, Any] = {"http": {"paths": [path]}}
+    if ingress.host:
+        rule = {"host": ingress.host, **rule}
+    body: dict[str, Any] = {}
+    if ingress.class_name:
+        body["ingressClassName"] = ingress.class_name
+    if ingress.tls_secret:
+        tls: dict[str, Any] = {"secretName": ingress.tls_secret}
+        if ingress.host:
+            tls = {"hosts": [ingress.host], **tls}
+        body["tls"] = [tls]
+    body["rules"] = [rule]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata(spec, image, annotations=dict(ingress.annotations)),
+        "spec": body,
+    }
