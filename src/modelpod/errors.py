@@ -5,7 +5,21 @@
     ├── ModelLoadError          the model file could not be loaded by its runtime
     │   └── MissingDependencyError   the runtime's framework is not installed (names the extra)
     ├── InputError              a request's input does not match the signature (name, expected, got)
-    └── InferenceError          the model raised while predicting
+    ├── InferenceError          the model raised while predicting
+    │
+    │   defined where they are raised (the build and deploy layers, imported only there):
+    ├── build.errors.BuildContextError     the build context cannot be rendered from the spec
+    ├── build.errors.EngineError           a container engine command failed
+    │   ├── EngineNotFoundError                no docker, podman or buildah executable
+    │   ├── EngineUnreachableError             the executable is there, its daemon does not answer
+    │   ├── ImageBuildError                    the build failed (its last output lines)
+    │   └── PushError                          the registry refused the image, or no digest came back
+    ├── build.errors.SmokeTestError        the built image failed its smoke test (container log lines)
+    ├── deploy.render.RenderError          the spec or arguments cannot be rendered into manifests
+    ├── deploy.cluster.DeployError         a release operation on a cluster failed
+    │   ├── ClusterError                       the Kubernetes API refused a call or was unreachable
+    │   └── deployer.RolloutFailed             a deploy or rollback did not come up (reason, revision)
+    └── deploy.training.TrainingError      the training command or Job failed or timed out
 
 Each error's `str()` is a complete message for a person: what is wrong, where, and a hint.
 The CLI prints it without a traceback and exits 2 for spec errors, 1 for the others.

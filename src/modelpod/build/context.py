@@ -1,0 +1,325 @@
+"""Render the build context of a spec under `<spec dir>/.modelpod/build/`.
+
+    .modelpod/build/
+      Dockerfile, .dockerignore, requirements.lock
+      dist/modelpod-<version>-py3-none-any.whl    modelpod itself, built from the installed source tree
+      weights/<model path>                         the model, at its path relative to the spec
+      code/...                                     the rest of the spec directory (custom classes, scripts)
+      spec/modelpod.yaml, spec/<example files>     what the server reads at start
+      wheelhouse/*.whl, ca-bundle.pem              only with --wheelhouse / --ca-bundle
+
+Files are hard-linked where possible (model weights can be gigabytes) and rewritten only when they
+change, so a rebuild sends the engine nothing new for unchanged layers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from modelpod import __version__
+from modelpod.build.dockerfile import PRECOMPILED_FORMATS, DockerfileInputs, render_dockerfile
+from modelpod.build.errors import BuildContextError
+from modelpod.build.lock import FORMAT_EXTRAS, Lock, lock_requirements, render_lock
+from modelpod.spec.load import load_spec, spec_digest
+from modelpod.spec.resolved import Spec
+
+CONTEXT_DIR = Path(".modelpod") / "build"
+DOCKERIGNORE = "# rendered by modelpod: the Dockerfile copies only what it names\n**/__pycache__\n**/*.pyc\n"
+_SKIPPED_NAMES = {"__pycache__", ".modelpod"}
+
+
+@dataclass(frozen=True)
+class ContextOptions:
+    buildkit: bool = True
+    wheelhouse: Path | None = None
+    ca_bundle: Path | None = None
+    build_args: tuple[str, ...] = ()  # names of --build-arg values, declared as ARG for pip
+    bytecode: bool | None = None  # precompile .pyc; None: for the large frameworks only
+    modelpod_wheel: Path | None = None  # a prebuilt wheel of modelpod; default: built from the source tree
+    wheel_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    directory: Path
+    dockerfile: Path
+    inputs: DockerfileInputs
+    lock: Lock
+    notes: tuple[str, ...] = field(default=())  # what the user should know (unpinned requirements ...)
+
+
+def context_dir(spec: Spec) -> Path:
+    return spec.root / CONTEXT_DIR
+
+
+def render_context(spec: Spec, options: ContextOptions = ContextOptions()) -> BuildContext:
+    """Write the build context for `spec` and return what was rendered."""
+    directory = context_dir(spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = lock_requirements(FORMAT_EXTRAS.get(spec.model.format, ()), spec.python.requirements)
+    files: dict[str, bytes | Path] = {}
+    files.update(_prefixed("weights", model_files(spec)))
+    code = code_files(spec)
+    files.update(_prefixed("code", code))
+    files.update(_prefixed("spec", spec_files(spec)))
+    wheel = options.modelpod_wheel or modelpod_wheel(options.wheel_timeout_s)
+    if wheel is not None:
+        files[f"dist/{wheel.name}"] = wheel
+    if options.wheelhouse is not None:
+        files.update(_prefixed("wheelhouse", _wheelhouse_files(options.wheelhouse)))
+    if options.ca_bundle is not None:
+        files["ca-bundle.pem"] = _ca_bundle(options.ca_bundle)
+    inputs = dockerfile_inputs(spec, options, wheel=wheel.name if wheel else None, has_code=bool(code))
+    files["Dockerfile"] = render_dockerfile(inputs).encode()
+    files[".dockerignore"] = DOCKERIGNORE.encode()
+    files["requirements.lock"] = render_lock(lock, spec_name=spec.name, fmt=spec.model.format).encode()
+    sync_tree(directory, files)
+    if wheel is not None and options.modelpod_wheel is None:
+        shutil.rmtree(wheel.parent, ignore_errors=True)
+    return BuildContext(directory, directory / "Dockerfile", inputs, lock, _notes(lock, options))
+
+
+def dockerfile_inputs(
+    spec: Spec, options: ContextOptions, *, wheel: str | None, has_code: bool
+) -> DockerfileInputs:
+    labels = [
+        ("org.opencontainers.image.title", spec.name),
+        ("org.opencontainers.image.description", spec.description or f"{spec.name} model served by modelpod"),
+        ("org.opencontainers.image.base.name", spec.image.base),
+        ("modelpod.version", __version__),
+        ("modelpod.model.format", spec.model.format),
+        ("modelpod.spec.profile", spec.profile or ""),
+        ("modelpod.spec.spec_digest", spec_digest(spec)),
+    ]
+    labels = [(key, value) for key, value in labels if value]
+    return DockerfileInputs(
+        name=spec.name,
+        base=spec.image.base,
+        port=spec.server.port,
+        fmt=spec.model.format,
+        spec_file=spec.source.name,
+        profile=spec.profile,
+        buildkit=options.buildkit,
+        system_packages=spec.python.system_packages,
+        wheel=wheel,
+        wheelhouse=options.wheelhouse is not None,
+        ca_bundle=options.ca_bundle is not None,
+        build_args=tuple(sorted(set(options.build_args))),
+        bytecode=spec.model.format in PRECOMPILED_FORMATS if options.bytecode is None else options.bytecode,
+        weights=spec.model.path is not None,
+        code=has_code,
+        labels=tuple(labels),
+    )
+
+
+def model_files(spec: Spec) -> dict[str, Path]:
+    """The model file, or every file of a model directory, by path relative to the spec directory."""
+    path = spec.model.path
+    if path is None:
+        return {}
+    if not path.is_relative_to(spec.root):
+        raise BuildContextError(
+            f"the model {path} lies outside the spec directory {spec.root}",
+            hint="move (or link) the model under the spec directory: the image keeps the spec's layout",
+        )
+    if path.is_file():
+        return {path.relative_to(spec.root).as_posix(): path}
+    return {f.relative_to(spec.root).as_posix(): f for f in _walk(path, hidden=True)}
+
+
+def spec_files(spec: Spec) -> dict[str, Path]:
+    """The spec file and the example files it (or any profile) names."""
+    files = {spec.source.name: spec.source}
+    for name in _example_files(spec.source):
+        path = (spec.root / name).resolve()
+        if path.is_file() and path.is_relative_to(spec.root):
+            files[path.relative_to(spec.root).as_posix()] = path
+    return files
+
+
+def code_files(spec: Spec) -> dict[str, Path]:
+    """Everything else in the spec directory: custom classes, helper modules, scripts, small data.
+
+    Left out: hidden files, caches, .modelpod/, the spec and its examples, and the model path of every
+    profile (a .keras file has no place in the ONNX profile's image)."""
+    taken = {spec.root / p for p in spec_files(spec)}
+    models = _all_model_paths(spec)
+    files = {}
+    for path in _walk(spec.root, hidden=False):
+        if path in taken or any(path == m or path.is_relative_to(m) for m in models):
+            continue
+        files[path.relative_to(spec.root).as_posix()] = path
+    return files
+
+
+def _all_model_paths(spec: Spec) -> set[Path]:
+    paths = {spec.model.path} if spec.model.path else set()
+    for profile in spec.profiles:
+        other = load_spec(spec.source, profile, require_model=False).model.path
+        if other is not None:
+            paths.add(other)
+    return paths
+
+
+def _example_files(source: Path) -> set[str]:
+    data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    sections = [data, *(data.get("profiles") or {}).values()]
+    names = set()
+    for section in sections:
+        for example in (section or {}).get("examples") or []:
+            if isinstance(example, dict) and isinstance(example.get("file"), str):
+                names.add(example["file"])
+    return names
+
+
+def _walk(root: Path, *, hidden: bool) -> Iterator[Path]:
+    for current, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_NAMES and (hidden or not d.startswith(".")))
+        for name in sorted(names):
+            if (hidden or not name.startswith(".")) and not name.endswith(".pyc"):
+                yield Path(current) / name
+
+
+def _prefixed(prefix: str, files: Mapping[str, Path]) -> dict[str, bytes | Path]:
+    return {f"{prefix}/{rel}": path for rel, path in files.items()}
+
+
+def _wheelhouse_files(directory: Path) -> dict[str, Path]:
+    if not directory.is_dir():
+        raise BuildContextError(f"--wheelhouse {directory} is not a directory", hint="a folder of .whl files")
+    return {
+        p.name: p for p in sorted(directory.iterdir()) if p.suffix == ".whl" or p.name.endswith(".tar.gz")
+    }
+
+
+def _ca_bundle(path: Path) -> bytes:
+    """The extra CA certificates followed by the public roots pip trusts anyway (certifi), if available."""
+    try:
+        extra = path.read_bytes()
+    except OSError as exc:
+        raise BuildContextError(
+            f"cannot read --ca-bundle {path}: {exc.strerror}", hint="a PEM file"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in extra:
+        raise BuildContextError(f"--ca-bundle {path} holds no PEM certificate", hint="a PEM file")
+    try:
+        import certifi
+
+        return extra.rstrip(b"\n") + b"\n" + Path(certifi.where()).read_bytes()
+    except ImportError:
+        return extra
+
+
+def modelpod_wheel(timeout_s: float) -> Path | None:
+    """A wheel of modelpod built from the source tree it is installed from; None for a released install."""
+    source = installed_source()
+    if source is None:
+        return None
+    out = Path(tempfile.mkdtemp(prefix="modelpod-wheel-"))
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--wheel-dir",
+        str(out),
+        str(source),
+    ]
+    if importlib.util.find_spec("hatchling") is not None:  # the backend is here: no need to fetch it
+        argv.insert(4, "--no-build-isolation")
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise BuildContextError(f"building modelpod's wheel took over {timeout_s:.0f}s") from None
+    wheels = sorted(out.glob("modelpod-*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise BuildContextError(
+            f"cannot build modelpod's wheel from {source}:\n{result.stderr[-2000:]}",
+            hint="pip wheel needs hatchling (or network access to fetch it)",
+        )
+    return wheels[0]
+
+
+def installed_source() -> Path | None:
+    """The source tree modelpod is installed from (an editable or local-directory install), if any."""
+    try:
+        text = metadata.distribution("modelpod").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    if not text:
+        return None
+    info = json.loads(text)
+    url = info.get("url", "")
+    if "dir_info" not in info or not url.startswith("file://"):
+        return None
+    source = Path(url.removeprefix("file://"))
+    return source if (source / "pyproject.toml").is_file() else None
+
+
+def sync_tree(directory: Path, files: Mapping[str, bytes | Path]) -> None:
+    """Make `directory` hold exactly `files`, touching only what changed."""
+    for rel, content in files.items():
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            if not target.is_file() or target.read_bytes() != content:
+                target.write_bytes(content)
+        elif not _same_file(content, target):
+            _link_or_copy(content, target)
+    wanted = {directory / rel for rel in files}
+    for current, _dirs, names in os.walk(directory, topdown=False):
+        for name in names:
+            if Path(current) / name not in wanted:
+                (Path(current) / name).unlink()
+        if current != str(directory) and not any(Path(current).iterdir()):
+            Path(current).rmdir()
+
+
+def _same_file(source: Path, target: Path) -> bool:
+    if not target.is_file():
+        return False
+    a, b = source.stat(), target.stat()
+    return (a.st_ino == b.st_ino and a.st_dev == b.st_dev) or (
+        a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+    )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link when the file is world-readable (the image's user 10001 reads it), else copy and chmod."""
+    target.unlink(missing_ok=True)
+    if source.stat().st_mode & stat.S_IROTH:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, target)
+    target.chmod(0o644)
+
+
+def _notes(lock: Lock, options: ContextOptions) -> tuple[str, ...]:
+    notes = [f"not pinned, pip resolves it inside the build: {n}" for n in lock.notes]
+    wheelhouse = {p.name.lower() for p in options.wheelhouse.iterdir()} if options.wheelhouse else set()
+    for pin in lock.pins:
+        stem = f"{pin.name.replace('-', '_')}-{pin.version}-".lower()
+        if pin.has_local_label and not any(name.startswith(stem) for name in wheelhouse):
+            notes.append(
+                f"{pin.line} is a local build that package indexes may not have: "
+                "pass --wheelhouse DIR holding its wheel"
+            )
+    return tuple(notes)

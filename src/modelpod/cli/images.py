@@ -1,0 +1,239 @@
+"""Commands build, run, push, doctor: container images. Importing this module registers them on the app.
+
+Each command parses flags, connects to the engine (`connect_engine`, which tests may replace), calls one
+library function from `modelpod.build` and prints. The library is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
+
+if TYPE_CHECKING:
+    from modelpod.build.engine import Engine
+    from modelpod.build.pipeline import BuildResult
+    from modelpod.spec.resolved import Spec
+
+EngineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--engine", help="docker, podman, buildah, or a path to one; default: MODELPOD_ENGINE, then PATH."
+    ),
+]
+EnvOption = Annotated[
+    list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the container (repeatable).")
+]
+
+
+def connect_engine(name: str | None) -> Engine:
+    from modelpod.build.engine import connect
+
+    return connect(name)
+
+
+class ConsoleReporter:
+    """Engine output dimmed as it streams, modelpod's own steps in bold."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            err.print(text, style="dim", markup=False, highlight=False)
+
+    def event(self, text: str) -> None:
+        err.print(f"[bold cyan]modelpod:[/] {text}", highlight=False)
+
+
+def _pairs(values: list[str] | None, flag: str, *, allow_bare: bool) -> dict[str, str | None]:
+    pairs: dict[str, str | None] = {}
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not key or (not sep and not allow_bare):
+            raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=flag)
+        pairs[key] = rest if sep else None
+    return pairs
+
+
+@app.command()
+def build(
+    spec: SpecPath = Path(),
+    profile: ProfileOption = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", "-t", help="Image reference; default: REPOSITORY:latest.")
+    ] = None,
+    engine: EngineOption = None,
+    platform: Annotated[str | None, typer.Option(help="Target platform, e.g. linux/amd64.")] = None,
+    network: Annotated[str | None, typer.Option(help="Network of the build's RUN steps (e.g. host).")] = None,
+    build_arg: Annotated[
+        list[str] | None,
+        typer.Option("--build-arg", help="NAME=VALUE, or NAME to take it from the environment (repeatable)."),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None, typer.Option("--ca-bundle", help="Extra CA certificates (PEM) pip trusts in the build.")
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option("--wheelhouse", help="Folder of wheels pip may install from (--find-links)."),
+    ] = None,
+    bytecode: Annotated[
+        bool | None,
+        typer.Option(
+            "--bytecode/--no-bytecode", help="Store .pyc files; default: for large frameworks only."
+        ),
+    ] = None,
+    smoke: Annotated[
+        bool, typer.Option("--smoke-test/--no-smoke-test", help="Run the image and check its examples.")
+    ] = True,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds the smoke test waits for ready.")] = 120.0,
+    push: Annotated[bool, typer.Option("--push", help="Push the image once the smoke test passed.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every layer afresh.")] = False,
+    pull: Annotated[bool, typer.Option("--pull", help="Pull a newer base image first.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds the build may take.")] = 3600.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Hide the engine's output.")] = False,
+) -> None:
+    """Build a small, non-root image of the model; smoke-test it; optionally push it."""
+    from modelpod.build.context import ContextOptions
+    from modelpod.build.pipeline import BuildOptions, build_image, image_ref
+    from modelpod.build.smoke import SmokeOptions
+    from modelpod.spec import load_spec
+
+    resolved = load_spec(spec, profile)
+    connected = connect_engine(engine)
+    options = BuildOptions(
+        tag=tag,
+        context=ContextOptions(wheelhouse=wheelhouse, ca_bundle=ca_bundle, bytecode=bytecode),
+        build_args=_pairs(build_arg, "--build-arg", allow_bare=True),
+        network=network,
+        platform=platform,
+        pull=pull,
+        no_cache=no_cache,
+        timeout_s=timeout,
+        smoke=smoke,
+        smoke_options=SmokeOptions(ready_timeout_s=ready_timeout),
+        push_to=image_ref(resolved, tag) if push else None,
+    )
+    if push and not smoke:
+        err.print("[yellow]warning:[/] pushing an image that was not smoke-tested")
+    _print_build(build_image(connected, resolved, options, ConsoleReporter(quiet=quiet)))
+
+
+def _print_build(result: BuildResult) -> None:
+    from rich.table import Table
+
+    from modelpod.build.layers import human
+
+    table = Table(title=f"{result.image}", show_edge=False)
+    table.add_column("layer group")
+    table.add_column("size", justify="right")
+    for group, size in result.groups.items():
+        table.add_row(group, human(size))
+    table.add_row("[bold]image[/]", f"[bold]{human(result.size)}[/]")
+    out.print(table)
+    rebuilt = [
+        s.instruction.split(" ", 1)[0] + " " + s.instruction.split(" ", 1)[-1][:60] for s in result.rebuilt
+    ]
+    cached = len(result.steps) - len(rebuilt)
+    out.print(f"built in {result.seconds:.1f}s: {cached} step(s) from the cache, {len(rebuilt)} rebuilt")
+    for line in rebuilt:
+        out.print(f"  rebuilt: {line}", markup=False, highlight=False)
+    if result.sbom:
+        out.print(f"SBOM: {result.sbom}")
+    if result.smoke:
+        out.print(
+            f"[green]smoke test passed[/]: {', '.join(result.smoke.examples)} "
+            f"(ready in {result.smoke.ready_s:.1f}s)"
+        )
+    if result.pushed:
+        out.print(f"pushed: {result.pushed}")
+
+
+def _image_for(spec_obj: Spec, image: str | None) -> str:
+    from modelpod.build.pipeline import image_ref, read_record
+
+    if image:
+        return image
+    recorded = read_record(spec_obj).get("image")
+    return str(recorded) if recorded else image_ref(spec_obj)
+
+
+@app.command(name="run")
+def run_command(
+    spec: SpecPath = Path(),
+    profile: ProfileOption = None,
+    image: Annotated[str | None, typer.Option(help="Image reference; default: the last build.")] = None,
+    engine: EngineOption = None,
+    port: Annotated[int | None, typer.Option(help="Port; default: the spec's; 0 picks a free one.")] = None,
+    network: Annotated[str, typer.Option(help="Container network.")] = "host",
+    env: EnvOption = None,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for ready.")] = 120.0,
+) -> None:
+    """Run the built image locally (hardened: read-only, no capabilities, uid 10001); Ctrl-C stops it."""
+    from modelpod.build.pipeline import RunOptions, run_image
+    from modelpod.spec import load_spec
+
+    resolved = load_spec(spec, profile, require_model=False)
+    connected = connect_engine(engine)
+    variables = {k: v or "" for k, v in _pairs(env, "--env", allow_bare=False).items()}
+    options = RunOptions(port=port, network=network, env=variables, ready_timeout_s=ready_timeout)
+    code = run_image(connected, _image_for(resolved, image), resolved, options, _RunReporter())
+    raise typer.Exit(code)
+
+
+class _RunReporter(ConsoleReporter):
+    def event(self, text: str) -> None:
+        if text.startswith("ready after"):
+            out.print(f"[green]ready[/]: {text.split(': ', 1)[-1]}", highlight=False)
+        super().event(text)
+
+
+@app.command(name="push")
+def push_command(
+    spec: SpecPath = Path(),
+    profile: ProfileOption = None,
+    image: Annotated[str | None, typer.Option(help="Local image; default: the last build.")] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", "-t", help="Reference to push as (REGISTRY/NAME:TAG); default: --image."),
+    ] = None,
+    engine: EngineOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds the push may take.")] = 1800.0,
+) -> None:
+    """Push the image to an OCI registry and print its digest reference."""
+    from modelpod.build.pipeline import push_image, record_push
+    from modelpod.spec import load_spec
+
+    resolved = load_spec(spec, profile, require_model=False)
+    connected = connect_engine(engine)
+    pushed = push_image(connected, _image_for(resolved, image), tag, ConsoleReporter(), timeout_s=timeout)
+    record_push(resolved, pushed)
+    out.print(pushed, markup=False, highlight=False)
+
+
+@app.command()
+def doctor(
+    engine: EngineOption = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry to look for credentials for, e.g. the host of your images.")
+    ] = None,
+) -> None:
+    """Check the environment: container engine, BuildKit, registry credentials, cluster context, GPU."""
+    from rich.table import Table
+
+    from modelpod.build.doctor import run_checks
+
+    findings = run_checks(engine=engine, registry=registry)
+    table = Table(show_edge=False)
+    for column in ("check", "status", "finding", "fix"):
+        table.add_column(column, overflow="fold")
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for finding in findings:
+        status = f"[{colours[finding.status]}]{finding.status}[/]"
+        table.add_row(finding.check, status, finding.detail, finding.hint or "")
+    out.print(table)
+    if any(f.status == "fail" for f in findings):
+        raise typer.Exit(1)
