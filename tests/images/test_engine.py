@@ -28,7 +28,7 @@ from modelpod.build.errors import EngineNotFoundError, EngineUnreachableError
 from modelpod.build.layers import HistoryEntry, cache_report, group_sizes, parse_history
 from modelpod.build.pipeline import image_ref, repository_of
 from modelpod.build.runner import Result
-from tests.build.conftest import docker_path
+from tests.images.conftest import docker_path
 from tests.tools import require
 
 CTX = Path("/ctx")

@@ -27,7 +27,7 @@ from modelpod.build.smoke import free_port
 from modelpod.inference import predict_examples
 from modelpod.spec import load_spec
 from modelpod.spec.load import spec_digest
-from tests.build.conftest import copy_example, docker, docker_path
+from tests.images.conftest import copy_example, docker, docker_path
 from tests.tools import require
 
 # building an image from a cold cache downloads and installs its dependencies: minutes, not seconds
