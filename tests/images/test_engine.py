@@ -99,7 +99,7 @@ def test_push_argv_asks_podman_for_a_digest_file() -> None:
 
 
 def test_image_references() -> None:
-    assert repository_of("127.0.0.1:5000/team/digits:1") == "127.0.0.1:5000/team/digits"
+    assert repository_of("registry.example:5000/team/digits:1") == "registry.example:5000/team/digits"
     assert repository_of("digits@sha256:" + "0" * 64) == "digits"
     assert repository_of("localhost:5000/digits") == "localhost:5000/digits"
 
@@ -109,8 +109,8 @@ def test_default_tag(digits_dir: Path) -> None:
 
     spec = load_spec(digits_dir)
     assert image_ref(spec) == "digits:latest"
-    assert image_ref(spec, "127.0.0.1:5000/digits") == "127.0.0.1:5000/digits:latest"
-    assert image_ref(spec, "127.0.0.1:5000/digits:2") == "127.0.0.1:5000/digits:2"
+    assert image_ref(spec, "registry.example:5000/digits") == "registry.example:5000/digits:latest"
+    assert image_ref(spec, "registry.example:5000/digits:2") == "registry.example:5000/digits:2"
 
 
 def test_find_engine_by_name_path_and_environment(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_build_without_a_reachable_engine_exits_1_without_traceback(
 
 
 BUILDKIT_OUTPUT = """\
-#4 [deps 1/4] FROM docker.io/library/python:3.11-slim
+#4 [deps 1/4] FROM registry.example/library/python:3.11-slim
 #6 [deps 2/4] WORKDIR /build
 #6 CACHED
 #8 [deps 3/4] COPY requirements.lock ./

@@ -124,8 +124,9 @@ def _credential_files(engine: Engine | None, probe: Probe) -> list[Path]:
 
 
 def _same_registry(registry: str, key: str) -> bool:
+    """Whether a credentials key (a host, or a URL such as https://HOST/v1/) names `registry`."""
     host = key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
-    return host == registry or (registry in ("docker.io", "index.docker.io") and "docker.io" in key)
+    return host == registry
 
 
 def check_cluster(probe: Probe) -> Finding:

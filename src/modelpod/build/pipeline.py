@@ -236,7 +236,7 @@ def push_image(
 
 
 def repository_of(ref: str) -> str:
-    """The reference without its tag or digest: 127.0.0.1:5000/digits:1 -> 127.0.0.1:5000/digits."""
+    """The reference without its tag or digest: host:5000/digits:1 -> host:5000/digits."""
     ref = ref.split("@", 1)[0]
     head, _, last = ref.rpartition("/")
     name = last.split(":", 1)[0]
