@@ -3,6 +3,7 @@ broken image and see the automatic rollback. Opt-in (see conftest.py); marked `c
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,14 @@ OPTIONS = DeployOptions(waiting=Waiting(timeout_s=300, interval_s=2), smoke_time
 
 
 def release(spec: Spec, image: str, namespace: str) -> list[dict[str, Any]]:
-    objects = render_manifests(spec, image=image, allow_tag="@sha256:" not in image)
-    for obj in objects:
-        obj["metadata"]["namespace"] = namespace
-    return objects
+    """The spec rendered into the test's namespace. On a cluster that enforces NetworkPolicy, the smoke
+    test through the API server's proxy needs the control plane admitted: give its address ranges in
+    MODELPOD_E2E_CONTROL_PLANE_CIDRS (comma-separated)."""
+    cidrs = tuple(c for c in os.environ.get("MODELPOD_E2E_CONTROL_PLANE_CIDRS", "").split(",") if c)
+    policy = spec.kubernetes.network_policy.model_copy(update={"from_cidrs": cidrs})
+    kubernetes = spec.kubernetes.model_copy(update={"namespace": namespace, "network_policy": policy})
+    spec = spec.model_copy(update={"kubernetes": kubernetes})
+    return render_manifests(spec, image=image, allow_tag="@sha256:" not in image)
 
 
 def predict(cluster: LightkubeCluster, spec: Spec, namespace: str) -> list[str]:
