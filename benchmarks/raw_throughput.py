@@ -1,50 +1,93 @@
 """The in-process limit: a model's own throughput at its best batch size, with no server in the way.
 
 The runtime is called directly on the same inputs the load test sends, batch after batch, for each batch
-size in a sweep; the best batch size is then measured again for as long as a server is loaded, and that
-rate is the ceiling a server on the same machine can approach. (Taking the best of the short sweep runs
-would favour the raw side: on a noisy VM the maximum of eight short measurements is biased upwards.)
+size in a sweep. The best batch size is then measured on demand: `RawLimit` keeps the model loaded in a
+child process, idle between measurements, so the benchmark can measure the limit right before and right
+after each load run. On a shared VM the limit itself drifts by +-15% from one minute to the next; a
+ratio of a server to a limit measured minutes earlier mostly measured that drift. (Taking the best of
+the short sweep runs would favour the raw side too: the maximum of eight short measurements is biased
+upwards.)
+
+Child protocol (`python -m benchmarks.raw_throughput EXAMPLE_DIR ITEMS_JSON SWEEP_SECONDS`): one JSON
+line with the sweep, then for each line "SECONDS" read from stdin, one JSON line {"items_per_s": x}.
 """
 
 from __future__ import annotations
 
+import json
+import select
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelpod.predictor import Predictor
-from modelpod.spec import Spec
+ROOT = Path(__file__).resolve().parents[1]
+BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128]
+LOAD_TIMEOUT = 600  # seconds for the child to load the model and sweep the batch sizes
 
 
-def limit(
-    spec: Spec,
-    items: Sequence[dict[str, Any]],
-    batch_sizes: Sequence[int],
-    *,
-    sweep_seconds: float,
-    confirm_seconds: float,
-) -> dict[str, Any]:
-    """The sweep (items per second by batch size), the best batch size, and its rate measured again for
-    `confirm_seconds`: the limit."""
-    predictor = Predictor.from_spec(spec)
-    coerced = [predictor.signature.coerce_inputs(item, batched=False) for item in items]
-    rates = {size: _rate(predictor, coerced, size, sweep_seconds) for size in batch_sizes}
-    best = max(rates, key=lambda size: rates[size])
-    return {
-        "by_batch_size": rates,
-        "best_batch_size": best,
-        "items_per_s": _rate(predictor, coerced, best, confirm_seconds),
-    }
+class RawLimit:
+    """The limit of one example, measured in a child process: `sweep` at start, `measure(s)` on demand."""
+
+    def __init__(self, example_dir: Path, items_file: Path, sweep_seconds: float) -> None:
+        command = [sys.executable, "-m", "benchmarks.raw_throughput", str(example_dir), str(items_file)]
+        self._process = subprocess.Popen(
+            [*command, str(sweep_seconds)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.sweep: dict[str, Any] = self._read(LOAD_TIMEOUT)
+        self.best_batch_size = int(self.sweep["best_batch_size"])
+
+    def measure(self, seconds: float) -> float:
+        """Items per second at the best batch size, over about `seconds`."""
+        assert self._process.stdin is not None
+        self._process.stdin.write(f"{seconds}\n")
+        self._process.stdin.flush()
+        return round(float(self._read(seconds + 60)["items_per_s"]), 1)
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(10)
+
+    def __enter__(self) -> RawLimit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], timeout)
+        line = self._process.stdout.readline() if ready else ""
+        if not line:
+            self._process.kill()
+            raise RuntimeError(f"the raw-limit process gave no answer within {timeout:.0f}s")
+        return dict(json.loads(line))
 
 
-def _rate(predictor: Predictor, coerced: Sequence[dict[str, Any]], size: int, seconds: float) -> float:
-    """Items per second at batch size `size`, measured for about `seconds` after one warm-up batch."""
+def _batches(predictor: Any, coerced: Sequence[dict[str, Any]], size: int) -> list[dict[str, np.ndarray]]:
     batches = []
     for start in range(0, len(coerced), size):
         chunk = [coerced[(start + i) % len(coerced)] for i in range(size)]
         batches.append({t.name: np.stack([c[t.name] for c in chunk]) for t in predictor.signature.inputs})
+    return batches
+
+
+def _rate(predictor: Any, batches: list[dict[str, np.ndarray]], seconds: float) -> float:
+    """Items per second over about `seconds`, after one warm-up batch."""
+    size = len(next(iter(batches[0].values())))
     predictor.runtime.predict(batches[0])
     done = 0
     index = 0
@@ -54,3 +97,26 @@ def _rate(predictor: Predictor, coerced: Sequence[dict[str, Any]], size: int, se
         done += size
         index += 1
     return done / (time.perf_counter() - began)
+
+
+def main(argv: list[str]) -> None:
+    from modelpod.predictor import Predictor
+    from modelpod.spec import load_spec
+
+    example_dir, items_file, sweep_seconds = argv[0], argv[1], float(argv[2])
+    predictor = Predictor.from_spec(load_spec(example_dir))
+    items = json.loads(Path(items_file).read_text())
+    coerced = [predictor.signature.coerce_inputs(item, batched=False) for item in items]
+    rates = {
+        size: _rate(predictor, _batches(predictor, coerced, size), sweep_seconds) for size in BATCH_SIZES
+    }
+    best = max(rates, key=lambda size: rates[size])
+    sweep = {"by_batch_size": {size: round(rate, 1) for size, rate in rates.items()}, "best_batch_size": best}
+    print(json.dumps(sweep), flush=True)
+    batches = _batches(predictor, coerced, best)
+    for line in sys.stdin:  # idle (blocked here) while a server is measured
+        print(json.dumps({"items_per_s": _rate(predictor, batches, float(line))}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -4,13 +4,15 @@
         [--rounds 3] [--duration 15] [--warmup 3] [--servers modelpod bentoml kserve]
         [--out benchmarks/results/serving.json] [--markdown benchmarks/results/serving.md]
 
-Each round measures, for each example: the raw in-process limit (the runtime alone at each batch size,
-in a child process, the best size measured again for --duration seconds), then every server in turn (the
-order rotates between rounds), each loaded by a closed-loop client at each concurrency: wrk when it is
+Each round, for each example: the raw in-process limit is swept over batch sizes in a child process that
+then stays loaded and idle (benchmarks/raw_throughput.py); every server in turn (the order rotates
+between rounds) is started and loaded by a closed-loop client at each concurrency: wrk when it is
 installed (benchmarks/wrk_client.py; `apt-get install wrk`), else the asyncio client of
-benchmarks/loadgen.py, which on 2 cores takes CPU the server needs. On a shared 2-core VM, run-to-run
-noise reached +-20%, so results are medians over rounds, and ratios are taken within a round (server and
-raw limit measured minutes apart) before the median. The load generator shares the cores with the server.
+benchmarks/loadgen.py, which on 2 cores takes CPU the server needs. The raw limit is measured again, for
+as long as a load run, right before and right after every load run, and each run's ratio is its
+throughput over the mean of those two. On a shared 2-core VM the limit itself drifted by +-15% from one
+minute to the next, so results are medians over rounds of these bracketed ratios. The load generator
+shares the cores with the server.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import wrk_client  # noqa: E402
 from benchmarks.loadgen import closed_loop  # noqa: E402
+from benchmarks.raw_throughput import RawLimit  # noqa: E402
 from benchmarks.targets import TARGETS, bench_target  # noqa: E402
 
 SENTENCES = [
@@ -53,7 +55,6 @@ SENTENCES = [
     "It rained all day, so the match was postponed until next weekend.",
     "Please summarise the quarterly report in three sentences.",
 ]
-BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
 def digits_items() -> list[dict[str, Any]]:
@@ -70,63 +71,50 @@ def minilm_items() -> list[dict[str, Any]]:
 ITEMS = {"digits": digits_items, "minilm": minilm_items}
 
 
-def raw_limit(example: str, items_file: Path, sweep_seconds: float, confirm_seconds: float) -> dict[str, Any]:
-    """The runtime alone (benchmarks/raw_throughput.py) in a child process, so that its threads and memory
-    are gone before any server starts."""
-    code = (
-        "import json\n"
-        "from benchmarks.raw_throughput import limit\n"
-        "from modelpod.spec import load_spec\n"
-        f"items = json.loads(open({str(items_file)!r}).read())\n"
-        f"spec = load_spec({str(ROOT / 'examples' / example)!r})\n"
-        f"result = limit(spec, items, {BATCH_SIZES!r}, sweep_seconds={sweep_seconds}, "
-        f"confirm_seconds={confirm_seconds})\n"
-        "print(json.dumps(result))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=1200, check=True
-    )
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
-    return {
-        "by_batch_size": {int(k): round(v, 1) for k, v in measured["by_batch_size"].items()},
-        "best_batch_size": measured["best_batch_size"],
-        "items_per_s": round(measured["items_per_s"], 1),
-    }
+def bracketed_load(raw: RawLimit, last_raw: list[float]) -> Any:
+    """A load function for bench_target: each concurrency's run, with the raw limit measured right after it
+    (and the previous measurement, `last_raw[0]`, as the one right before it)."""
 
-
-async def load_all(
-    url: str, bodies: list[bytes], concurrencies: list[int], duration: float, warmup: float
-) -> list[dict[str, Any]]:
-    results = []
-    for concurrency in concurrencies:
-        if wrk_client.available():
-            result = wrk_client.closed_loop(
-                url, bodies, concurrency=concurrency, duration=duration, warmup=warmup
+    async def load_all(
+        url: str, bodies: list[bytes], concurrencies: list[int], duration: float, warmup: float
+    ) -> list[dict[str, Any]]:
+        results = []
+        for concurrency in concurrencies:
+            if wrk_client.available():
+                result = wrk_client.closed_loop(
+                    url, bodies, concurrency=concurrency, duration=duration, warmup=warmup
+                )
+            else:
+                result = await closed_loop(
+                    url, bodies, concurrency=concurrency, duration=duration, warmup=warmup
+                )
+            before, after = last_raw[0], raw.measure(duration)
+            last_raw[0] = after
+            print(
+                f"      c={concurrency}: {result.throughput}/s p50 {result.p50_ms}ms p99 {result.p99_ms}ms"
+                f" errors {result.errors}; raw limit {before} before, {after} after",
+                flush=True,
             )
-        else:
-            result = await closed_loop(url, bodies, concurrency=concurrency, duration=duration, warmup=warmup)
-        print(
-            f"      c={concurrency}: {result.throughput}/s p50 {result.p50_ms}ms p99 {result.p99_ms}ms"
-            f" errors {result.errors}",
-            flush=True,
-        )
-        results.append(result.as_dict())
-    return results
+            results.append({**result.as_dict(), "raw_before": before, "raw_after": after})
+        return results
+
+    return load_all
 
 
 def summarise(rounds: list[dict[str, Any]], concurrencies: list[int]) -> dict[str, Any]:
-    """Medians over rounds; ratios to the raw limit and to modelpod computed within each round first."""
+    """Medians over rounds; each run's ratio to the raw limit bracketing it, and to modelpod's run at the
+    same concurrency in the same round, computed first."""
     servers = sorted({name for r in rounds for name in r["servers"]}, key=lambda n: (n != "modelpod", n))
-    raw = statistics.median(r["raw"]["items_per_s"] for r in rounds)
-    summary: dict[str, Any] = {"raw_items_per_s": raw, "servers": {}}
+    raw_windows = [r["raw_first"] for r in rounds] + [
+        run["raw_after"] for r in rounds for server in r["servers"].values() for run in server["runs"]
+    ]
+    summary: dict[str, Any] = {"raw_items_per_s": statistics.median(raw_windows), "servers": {}}
     for name in servers:
         rows = []
         for index, concurrency in enumerate(concurrencies):
             measured = [r for r in rounds if name in r["servers"]]
             runs = [r["servers"][name]["runs"][index] for r in measured]
-            to_raw = [
-                run["throughput"] / r["raw"]["items_per_s"] for run, r in zip(runs, measured, strict=True)
-            ]
+            to_raw = [run["throughput"] / ((run["raw_before"] + run["raw_after"]) / 2) for run in runs]
             to_modelpod = [
                 run["throughput"] / r["servers"]["modelpod"]["runs"][index]["throughput"]
                 for run, r in zip(runs, measured, strict=True)
@@ -141,6 +129,7 @@ def summarise(rounds: list[dict[str, Any]], concurrencies: list[int]) -> dict[st
                     "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 2),
                     "errors": sum(run["errors"] for run in runs),
                     "ratio_to_raw": round(statistics.median(to_raw), 3),
+                    "ratio_to_raw_by_round": [round(r, 3) for r in to_raw],
                     "ratio_to_modelpod": round(statistics.median(to_modelpod), 3) if to_modelpod else None,
                     "rounds": len(runs),
                 }
@@ -157,8 +146,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             f"### {example}",
             "",
-            f"Raw in-process limit (runtime alone, best batch size, median of {len(data['rounds'])} rounds): "
-            f"**{summary['raw_items_per_s']:.1f} items/s**.",
+            "Raw in-process limit (runtime alone, best batch size; median of every measurement over "
+            f"{len(data['rounds'])} rounds): **{summary['raw_items_per_s']:.1f} items/s**. Each ratio below "
+            "is a run's throughput over the limit measured right before and right after it (median over "
+            "rounds; by round in the JSON).",
             "",
             "| server | concurrency | throughput (req/s) | p50 ms | p90 ms | p99 ms "
             "| vs raw limit | vs modelpod | errors |",
@@ -254,14 +245,16 @@ def main() -> int:
         rounds = []
         for round_index in range(args.rounds):
             print(f"{example}, round {round_index + 1}/{args.rounds}", flush=True)
-            raw = raw_limit(example, items_file, args.raw_seconds, args.duration)
-            print(f"  raw limit {raw['items_per_s']}/s at batch {raw['best_batch_size']}", flush=True)
-            servers = {}
-            shift = round_index % len(targets)
-            for target in targets[shift:] + targets[:shift]:  # rotate so no server always runs first
-                print(f"  {target.name}", flush=True)
-                servers[target.name] = bench_target(target, example, items, args, load_all)
-            rounds.append({"raw": raw, "servers": servers})
+            with RawLimit(ROOT / "examples" / example, items_file, args.raw_seconds) as raw:
+                last_raw = [raw.measure(args.duration)]
+                print(f"  raw limit {last_raw[0]}/s at batch {raw.best_batch_size}", flush=True)
+                record: dict[str, Any] = {"raw_sweep": raw.sweep, "raw_first": last_raw[0], "servers": {}}
+                shift = round_index % len(targets)
+                for target in targets[shift:] + targets[:shift]:  # rotate so no server always runs first
+                    print(f"  {target.name}", flush=True)
+                    load = bracketed_load(raw, last_raw)
+                    record["servers"][target.name] = bench_target(target, example, items, args, load)
+            rounds.append(record)
         items_file.unlink()
         report["examples"][example] = {"rounds": rounds, "summary": summarise(rounds, args.concurrency)}
         args.out.write_text(json.dumps(report, indent=2) + "\n")

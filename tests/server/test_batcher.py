@@ -187,6 +187,24 @@ async def test_deadline_drops_a_queued_request_without_computing_it():
     await batcher.close()
 
 
+async def test_a_caller_that_goes_away_leaves_the_queue_and_is_never_computed():
+    model = RecordingModel()
+    model.gate.clear()
+    batcher = await started(Batcher([model], max_batch_size=1, max_wait_ms=0, max_queue=5))
+    running = asyncio.ensure_future(batcher.submit(rows(1), timeout=10))
+    await wait_for(model.entered.is_set)
+    gone = asyncio.ensure_future(batcher.submit(rows(2), timeout=10))
+    await wait_for(lambda: batcher.queue_depth == 1)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    assert batcher.queue_depth == 0
+    model.gate.set()
+    await running
+    await batcher.submit(rows(3), timeout=10)
+    assert model.calls == [[1.0], [3.0]]
+    await batcher.close()
+
+
 async def test_a_failing_item_fails_only_its_own_request():
     model = RecordingModel()
     model.gate.clear()

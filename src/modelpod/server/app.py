@@ -1,4 +1,6 @@
-"""The ASGI app: routes of every protocol over one ServerState, middleware, start-up and shut-down.
+"""The ASGI app: routes of every protocol over one ServerState, start-up and shut-down.
+
+Inference routes are served on the direct path of `ServerApp` (server/asgi.py); the rest by Starlette.
 
 Start-up returns at once and loads the model on a worker thread (STARTING), so liveness answers while
 a large model loads; READY when it is loaded and warmed up, FAILED (with one log line) when it is not.
@@ -22,10 +24,10 @@ from starlette.routing import Route
 from modelpod.errors import ModelpodError
 from modelpod.predictor import Predictor
 from modelpod.server import openai_api, openapi, protocol_v2, simple
+from modelpod.server.asgi import ServerApp
 from modelpod.server.batcher import Batcher, BatchStats, model_thread
 from modelpod.server.metrics import CONTENT_TYPE
-from modelpod.server.middleware import BodyLimitMiddleware, RequestMiddleware
-from modelpod.server.responses import error_response, openai_error_response
+from modelpod.server.responses import error_response, openai_error_body
 from modelpod.server.state import ApiError, Health, ServerState
 from modelpod.spec.resolved import Spec
 
@@ -37,7 +39,7 @@ def create_app(
     *,
     predictor: Predictor | None = None,
     on_failure: Callable[[], None] | None = None,
-) -> Starlette:
+) -> ServerApp:
     """The app for `spec`. Pass a loaded `predictor` to skip loading (tests); `on_failure` runs when the
     model fails to load (the runner uses it to exit non-zero)."""
     state = ServerState(spec, auth_token=_auth_token(spec))
@@ -56,20 +58,21 @@ def create_app(
 
     routes: list[Route] = [
         *protocol_v2.routes(state),
-        *simple.routes(state),
         *openai_api.routes(state),
         *openapi.routes(state),
         Route("/metrics", metrics),
     ]
-    app = Starlette(
+    others = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},  # type: ignore[dict-item]
     )
-    app.state.modelpod = state
-    app.add_middleware(BodyLimitMiddleware, max_bytes=int(spec.server.max_body_bytes), metrics=state.metrics)
-    app.add_middleware(RequestMiddleware, state=state)
-    return app
+    inference = [
+        *simple.routes(state),
+        *protocol_v2.inference_routes(state),
+        *openai_api.inference_routes(state),
+    ]
+    return ServerApp(state, inference, others)
 
 
 def _auth_token(spec: Spec) -> str | None:
@@ -152,8 +155,10 @@ async def _stop(state: ServerState) -> None:
 
 
 async def _api_error(request: Request, exc: ApiError) -> Response:
-    render = openai_error_response if request.url.path.startswith("/v1/") else error_response
-    return render(exc.status, exc.message, exc.headers)
+    if request.url.path.startswith("/v1/"):
+        body = openai_error_body(exc.status, exc.message)
+        return Response(body, exc.status, headers=exc.headers, media_type="application/json")
+    return error_response(exc.status, exc.message, exc.headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

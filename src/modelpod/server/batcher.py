@@ -126,17 +126,26 @@ class Batcher:
         request = _Request(inputs, rows, loop.time() + timeout, loop.create_future())
         self._queue.append(request)
         self._arrived.set()
+        # a timer on the request's own future rather than asyncio.wait_for, which wraps it in more futures
+        # and callbacks per request; a batch of 64 answers 64 of them while the model waits
+        expiry = loop.call_at(request.deadline, self._expire, request, timeout)
         try:
-            return await asyncio.wait_for(asyncio.shield(request.future), timeout)
-        except asyncio.TimeoutError:
-            self._abandon(request)
-            raise DeadlineError(f"no answer within the request timeout of {timeout:g}s") from None
+            return await request.future
         except asyncio.CancelledError:  # the caller went away
             self._abandon(request)
             raise
+        finally:
+            expiry.cancel()
+
+    def _expire(self, request: _Request, timeout: float) -> None:
+        if request.future.done():
+            return
+        if request in self._queue:  # never started: drop it so no worker computes it
+            self._queue.remove(request)
+        request.future.set_exception(DeadlineError(f"no answer within the request timeout of {timeout:g}s"))
 
     def _abandon(self, request: _Request) -> None:
-        if request in self._queue:  # never started: drop it so no worker computes it
+        if request in self._queue:
             self._queue.remove(request)
         request.future.cancel()
 

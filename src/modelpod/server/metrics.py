@@ -60,10 +60,18 @@ class Metrics:
         self.busy_now = self.busy.labels(model)
         self._batch_size = self.batch_size.labels(model)
         self._inference = self.inference_duration.labels(model)
+        # per (endpoint template, code): looking children up by label values costs a lock and a few
+        # microseconds on every request; templates and codes are few, so this stays small
+        self._by_route: dict[tuple[str, int], tuple[Histogram, Counter]] = {}
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
-        self.request_duration.labels(self.model, endpoint, str(code)).observe(seconds)
-        self.requests.labels(self.model, endpoint, str(code)).inc()
+        children = self._by_route.get((endpoint, code))
+        if children is None:
+            labels = (self.model, endpoint, str(code))
+            children = self.request_duration.labels(*labels), self.requests.labels(*labels)
+            self._by_route[(endpoint, code)] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
     def observe_batch(self, rows: int, seconds: float) -> None:
         self._batch_size.observe(rows)

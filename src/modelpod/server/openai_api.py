@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelpod.server.responses import JSONResponse
+from modelpod.server.asgi import Call, InferenceRoute, Reply
+from modelpod.server.responses import JSONResponse, json_body
 from modelpod.server.state import ApiError, ServerState
 from modelpod.signature import Signature
 
@@ -33,19 +34,26 @@ def embedding_io(signature: Signature) -> tuple[str, str] | None:
 
 
 def routes(state: ServerState) -> list[Route]:
+    """`GET /v1/models`, served by Starlette."""
+
     async def models(request: Request) -> Response:
         card = {"id": state.name, "object": "model", "created": state.started_at, "owned_by": "modelpod"}
         return JSONResponse({"object": "list", "data": [card]})
 
-    async def embeddings(request: Request) -> Response:
-        state.check_auth(request.headers.get("authorization"))
+    return [Route("/v1/models", models)]
+
+
+def inference_routes(state: ServerState) -> list[InferenceRoute]:
+    """`POST /v1/embeddings`, served on the direct path (see server/asgi.py)."""
+
+    async def embeddings(call: Call) -> Reply:
         predictor = state.loaded()
         names = embedding_io(predictor.signature)
         if names is None:
             raise ApiError(404, f"model {state.name} does not map text to embeddings; use /predict")
         input_name, output_name = names
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(call.body)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"body is not valid JSON: {exc}") from None
         texts, encoding = _parse(body, state.name)
@@ -56,16 +64,18 @@ def routes(state: ServerState) -> list[Route]:
             for i, vector in enumerate(vectors)
         ]
         tokens = _count_tokens(predictor.runtime, texts)
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": data,
-                "model": state.name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
+        return Reply(
+            json_body(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": state.name,
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+            )
         )
 
-    return [Route("/v1/models", models), Route("/v1/embeddings", embeddings, methods=["POST"])]
+    return [InferenceRoute("/v1/embeddings", embeddings, openai_errors=True)]
 
 
 def _parse(body: Any, model: str) -> tuple[list[str], str]:

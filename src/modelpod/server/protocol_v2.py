@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from modelpod import __version__
 from modelpod.errors import InputError
+from modelpod.server.asgi import Call, InferenceRoute, Reply
 from modelpod.server.responses import JSONResponse
 from modelpod.server.state import ApiError, ServerState
 from modelpod.server.v2_codec import HEADER_LENGTH, ProtocolError, decode_request, encode_response
@@ -53,28 +54,6 @@ def routes(state: ServerState) -> list[Route]:
         state.check_model(request.path_params["name"])
         return JSONResponse({"name": state.name, "ready": state.ready}, 200 if state.ready else 503)
 
-    async def infer(request: Request) -> Response:
-        state.check_model(request.path_params["name"])
-        state.check_auth(request.headers.get("authorization"))
-        predictor = state.loaded()
-        header_length = request.headers.get(HEADER_LENGTH)
-        body = await request.body()
-        try:
-            decoded = decode_request(body, int(header_length) if header_length else None, predictor.signature)
-        except ProtocolError as exc:
-            raise ApiError(400, str(exc)) from None
-        except InputError as exc:
-            raise ApiError(422, str(exc)) from None
-        outputs = await state.infer(decoded.inputs)
-        payload, json_length = encode_response(state.name, decoded, outputs, predictor.signature)
-        if json_length is None:
-            return Response(payload, media_type="application/json")
-        return Response(
-            payload,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(json_length)},
-        )
-
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
     return [
@@ -85,6 +64,37 @@ def routes(state: ServerState) -> list[Route]:
         Route(versioned, model_metadata),
         Route(f"{model}/ready", model_ready),
         Route(f"{versioned}/ready", model_ready),
-        Route(f"{model}/infer", infer, methods=["POST"]),
-        Route(f"{versioned}/infer", infer, methods=["POST"]),
+    ]
+
+
+def inference_routes(state: ServerState) -> list[InferenceRoute]:
+    """v2 infer, served on the direct path (see server/asgi.py)."""
+
+    async def infer(call: Call) -> Reply:
+        state.check_model(call.params["name"])
+        predictor = state.loaded()
+        header_length = call.headers.get(HEADER_LENGTH)
+        if header_length is not None and not header_length.isdigit():
+            raise ApiError(400, f"{HEADER_LENGTH} must be a whole number of bytes, not {header_length!r}")
+        try:
+            decoded = decode_request(
+                call.body, int(header_length) if header_length else None, predictor.signature
+            )
+        except ProtocolError as exc:
+            raise ApiError(400, str(exc)) from None
+        except InputError as exc:
+            raise ApiError(422, str(exc)) from None
+        outputs = await state.infer(decoded.inputs)
+        payload, json_length = encode_response(state.name, decoded, outputs, predictor.signature)
+        if json_length is None:
+            return Reply(payload)
+        return Reply(
+            payload,
+            content_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(json_length)},
+        )
+
+    return [
+        InferenceRoute("/v2/models/{name}/infer", infer),
+        InferenceRoute("/v2/models/{name}/versions/{version}/infer", infer),
     ]

@@ -1,4 +1,8 @@
-"""JSON responses: orjson with numpy arrays serialised natively, and the error body `{"error": "..."}`."""
+"""JSON bodies: orjson with numpy arrays serialised natively, and the two error shapes.
+
+Errors are `{"error": "..."}`, except on the OpenAI-compatible routes, which answer OpenAI's shape so
+that its SDKs turn it into the exception message.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +14,25 @@ from starlette.responses import Response
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
+def json_body(content: Any) -> bytes:
+    return orjson.dumps(content, option=_OPTIONS)
+
+
 class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=_OPTIONS)
+        return json_body(content)
 
 
-def error_body(message: str) -> bytes:
+def error_body(status: int, message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(error_body(message), status, headers=headers, media_type="application/json")
-
-
-def openai_error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """OpenAI's error shape, which its SDKs parse into the exception message."""
+def openai_error_body(status: int, message: str) -> bytes:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    body = orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}})
-    return Response(body, status, headers=headers, media_type="application/json")
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}})
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(status, message), status, headers=headers, media_type="application/json")

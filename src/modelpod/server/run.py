@@ -14,12 +14,12 @@ import time
 from types import FrameType
 
 import uvicorn
-from starlette.applications import Starlette
 
 from modelpod.errors import ModelpodError
 from modelpod.server.app import create_app
 from modelpod.server.logs import configure_logging
 from modelpod.server.state import Health, ServerState
+from modelpod.server.transport import CoalescingHttpToolsProtocol
 from modelpod.spec.resolved import Spec
 
 log = logging.getLogger("modelpod.server")
@@ -73,13 +73,14 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
     def stop_on_failure() -> None:
         holder[0].should_exit = True
 
-    app: Starlette = create_app(spec, on_failure=stop_on_failure)
+    app = create_app(spec, on_failure=stop_on_failure)
     config = uvicorn.Config(
         app,
         host=host or spec.server.host,
         port=spec.server.port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,  # httptools, one write per response (server/transport.py)
+        ws="none",
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -88,11 +89,10 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
         proxy_headers=False,
         timeout_graceful_shutdown=int(_CLOSE_IDLE_SECONDS),
     )
-    server = ModelServer(config, app.state.modelpod)
+    server = ModelServer(config, app.state)
     holder.append(server)
     server.run()
-    state: ServerState = app.state.modelpod
-    if state.health is Health.FAILED:
+    if app.state.health is Health.FAILED:
         raise SystemExit(1)
     if not server.started:
         raise ModelpodError(

@@ -13,23 +13,20 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from modelpod.errors import InputError
-from modelpod.server.responses import JSONResponse
+from modelpod.server.asgi import Call, InferenceRoute, Reply
+from modelpod.server.responses import json_body
 from modelpod.server.state import ApiError, ServerState
 
 _SHAPE_HINT = 'expected {"inputs": {name: value}} or {"instances": [{name: value}, ...]}'
 
 
-def routes(state: ServerState) -> list[Route]:
-    async def predict(request: Request) -> Response:
-        state.check_auth(request.headers.get("authorization"))
+def routes(state: ServerState) -> list[InferenceRoute]:
+    async def predict(call: Call) -> Reply:
         predictor = state.loaded()
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(call.body)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"body is not valid JSON: {exc}") from None
         items, single = _items(body)
@@ -40,9 +37,9 @@ def routes(state: ServerState) -> list[Route]:
         batch = {t.name: np.stack([c[t.name] for c in coerced]) for t in predictor.signature.inputs}
         outputs = await state.infer(batch)
         rows = [{name: _jsonable(values[i]) for name, values in outputs.items()} for i in range(len(items))]
-        return JSONResponse({"outputs": rows[0]} if single else {"predictions": rows})
+        return Reply(json_body({"outputs": rows[0]} if single else {"predictions": rows}))
 
-    return [Route("/predict", predict, methods=["POST"])]
+    return [InferenceRoute("/predict", predict)]
 
 
 def _items(body: Any) -> tuple[list[dict[str, Any]], bool]:
