@@ -126,6 +126,23 @@ async def test_api_errors_keep_their_status_and_headers(echo_spec):
     assert orjson.loads(wrong_method[2]) == {"error": "GET is not allowed on /predict"}
 
 
+async def test_a_request_without_the_token_is_refused_before_its_body_is_read(echo_spec):
+    state = ServerState(echo_spec, auth_token="s3cret")
+    app = ServerApp(state, [InferenceRoute("/predict", echo_body)], Starlette())
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body of an unauthenticated request was read")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), timeout=10)
+    assert sent[0]["status"] == 401
+    assert (b"www-authenticate", b"Bearer") in sent[0]["headers"]
+
+
 async def test_a_client_that_goes_away_mid_body_is_counted_and_nothing_is_sent(echo_spec):
     app = app_with(echo_spec, InferenceRoute("/predict", echo_body))
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}

@@ -145,8 +145,8 @@ class ServerApp:
         try:
             if scope["method"] != "POST":
                 raise ApiError(405, f"{scope['method']} is not allowed on {scope['path']}")
+            self.state.check_auth(headers.get("authorization"))  # before reading a stranger's body
             body = await self._read_body(headers, receive)
-            self.state.check_auth(headers.get("authorization"))
             reply = await route.handler(Call(body, headers, params))
         except _ClientGone:
             return CLIENT_GONE

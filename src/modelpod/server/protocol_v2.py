@@ -1,6 +1,7 @@
 """Open Inference Protocol v2 routes: health, server and model metadata, model readiness, infer.
 
-Model routes accept the optional `/versions/{version}` segment; the one version served is "1".
+Model routes accept the optional `/versions/{version}` segment; the one version served is "1". Infer is
+an `InferenceRoute` on the direct path of server/asgi.py; the others are Starlette routes.
 """
 
 from __future__ import annotations
