@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import count
+from typing import NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -181,7 +182,7 @@ class ServerApp:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _too_large(self) -> None:
+    def _too_large(self) -> NoReturn:
         self.state.metrics.reject("body_too_large")
         raise ApiError(
             413,
