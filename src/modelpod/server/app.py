@@ -27,7 +27,7 @@ from modelpod.server import openai_api, openapi, protocol_v2, simple
 from modelpod.server.asgi import ServerApp
 from modelpod.server.batcher import Batcher, BatchStats, model_thread
 from modelpod.server.metrics import CONTENT_TYPE
-from modelpod.server.responses import error_response, openai_error_body
+from modelpod.server.responses import error_response
 from modelpod.server.state import ApiError, Health, ServerState
 from modelpod.spec.resolved import Spec
 
@@ -155,9 +155,7 @@ async def _stop(state: ServerState) -> None:
 
 
 async def _api_error(request: Request, exc: ApiError) -> Response:
-    if request.url.path.startswith("/v1/"):
-        body = openai_error_body(exc.status, exc.message)
-        return Response(body, exc.status, headers=exc.headers, media_type="application/json")
+    # the OpenAI error shape is only for POST /v1/embeddings, answered by ServerApp's direct path
     return error_response(exc.status, exc.message, exc.headers)
 
 
