@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from modelpod.errors import ModelpodError
+from modelpod.server.allocator import keep_freed_memory
 from modelpod.server.app import create_app
 from modelpod.server.logs import configure_logging
 from modelpod.server.state import Health, ServerState
@@ -68,6 +69,8 @@ class ModelServer(uvicorn.Server):
 def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> None:
     """Serve until SIGTERM; raises SystemExit(1) when the model fails to load."""
     configure_logging(spec.server.log_level)
+    tuned = keep_freed_memory()  # before the model allocates anything (server/allocator.py)
+    log.debug("malloc thresholds %s", "set" if tuned else "left as they were")
     holder: list[ModelServer] = []
 
     def stop_on_failure() -> None:
