@@ -9,13 +9,15 @@ the short sweep runs would favour the raw side too: the maximum of eight short m
 upwards.)
 
 Child protocol (`python -m benchmarks.raw_throughput EXAMPLE_DIR ITEMS_JSON SWEEP_SECONDS`): one JSON
-line with the sweep, then for each line "SECONDS" read from stdin, one JSON line {"items_per_s": x}.
+line with the sweep, then for each line "SECONDS BATCH_SIZE" read from stdin, one JSON line
+{"items_per_s": x}.
 """
 
 from __future__ import annotations
 
 import json
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128]
+SWEEP_PASSES = 3  # the sweep measures each batch size this many times, interleaved; the median counts
 LOAD_TIMEOUT = 600  # seconds for the child to load the model and sweep the batch sizes
 
 
@@ -45,10 +48,10 @@ class RawLimit:
         self.sweep: dict[str, Any] = self._read(LOAD_TIMEOUT)
         self.best_batch_size = int(self.sweep["best_batch_size"])
 
-    def measure(self, seconds: float) -> float:
-        """Items per second at the best batch size, over about `seconds`."""
+    def measure(self, seconds: float, batch_size: int | None = None) -> float:
+        """Items per second over about `seconds`, at `batch_size` (default: the sweep's best)."""
         assert self._process.stdin is not None
-        self._process.stdin.write(f"{seconds}\n")
+        self._process.stdin.write(f"{seconds} {batch_size or self.best_batch_size}\n")
         self._process.stdin.flush()
         return round(float(self._read(seconds + 60)["items_per_s"]), 1)
 
@@ -101,21 +104,35 @@ def _rate(predictor: Any, batches: list[dict[str, np.ndarray]], seconds: float) 
 
 def main(argv: list[str]) -> None:
     from modelpod.predictor import Predictor
+    from modelpod.server.allocator import keep_freed_memory
     from modelpod.spec import load_spec
 
+    keep_freed_memory()  # the allocator `modelpod serve` runs with: the limit is the same runtime's
     example_dir, items_file, sweep_seconds = argv[0], argv[1], float(argv[2])
     predictor = Predictor.from_spec(load_spec(example_dir))
     items = json.loads(Path(items_file).read_text())
     coerced = [predictor.signature.coerce_inputs(item, batched=False) for item in items]
-    rates = {
-        size: _rate(predictor, _batches(predictor, coerced, size), sweep_seconds) for size in BATCH_SIZES
-    }
+    by_size = {size: _batches(predictor, coerced, size) for size in BATCH_SIZES}
+    # the sizes take turns, SWEEP_PASSES times: the VM's speed drifts from one second to the next, and a
+    # size measured once, in one stretch, could win or lose by the moment it was measured in
+    passes = [
+        {size: _rate(predictor, batches, sweep_seconds / SWEEP_PASSES) for size, batches in by_size.items()}
+        for _ in range(SWEEP_PASSES)
+    ]
+    rates = {size: statistics.median(one[size] for one in passes) for size in BATCH_SIZES}
     best = max(rates, key=lambda size: rates[size])
-    sweep = {"by_batch_size": {size: round(rate, 1) for size, rate in rates.items()}, "best_batch_size": best}
+    sweep = {
+        "by_batch_size": {size: round(rate, 1) for size, rate in rates.items()},
+        "passes": [{size: round(rate, 1) for size, rate in one.items()} for one in passes],
+        "best_batch_size": best,
+    }
     print(json.dumps(sweep), flush=True)
-    batches = _batches(predictor, coerced, best)
+    batches = {best: _batches(predictor, coerced, best)}
     for line in sys.stdin:  # idle (blocked here) while a server is measured
-        print(json.dumps({"items_per_s": _rate(predictor, batches, float(line))}), flush=True)
+        seconds, size = float(line.split()[0]), int(line.split()[1])
+        if size not in batches:
+            batches[size] = _batches(predictor, coerced, size)
+        print(json.dumps({"items_per_s": _rate(predictor, batches[size], seconds)}), flush=True)
 
 
 if __name__ == "__main__":

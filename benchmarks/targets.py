@@ -86,7 +86,7 @@ LoadAll = Callable[[str, list[bytes], list[int], float, float], Awaitable[list[d
 def bench_target(
     target: Target, example: str, items: list[dict[str, Any]], args: Any, load_all: LoadAll
 ) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     requests = [target.request(example, item) for item in items]
     path = requests[0][0]
     bodies = [body for _, body in requests]
@@ -102,7 +102,7 @@ def bench_target(
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_ready(f"{base}{target.ready_path(example)}", process, log_path)
+            wait_ready(f"{base}{target.ready_path(example)}", process, log_path)
             probe = httpx.post(
                 f"{base}{path}", content=bodies[0], headers={"content-type": "application/json"}, timeout=60
             )
@@ -114,7 +114,7 @@ def bench_target(
             )
             rss_after = tree_rss_mb(process.pid)
         finally:
-            _stop(process)
+            stop(process)
     return {
         "server": target.name,
         "endpoint": f"POST {path}",
@@ -146,7 +146,7 @@ def tree_rss_mb(pid: int) -> float:
     return round(total_kb / 1024, 1)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(30)
@@ -155,7 +155,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(10)
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -169,7 +169,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> N
     raise RuntimeError(f"server not ready within {START_TIMEOUT}s ({url}); see {log_path}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

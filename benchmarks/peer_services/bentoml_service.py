@@ -43,6 +43,6 @@ class Minilm:
             str(EXAMPLES / "minilm" / "model"), device="cpu", local_files_only=True
         )
 
-    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=10_000)
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=10_000)
     def encode(self, sentences: list[str]) -> np.ndarray:
         return self.model.encode(sentences, batch_size=len(sentences), convert_to_numpy=True)
