@@ -127,12 +127,11 @@ def main(argv: list[str]) -> None:
         "best_batch_size": best,
     }
     print(json.dumps(sweep), flush=True)
-    batches = {best: _batches(predictor, coerced, best)}
     for line in sys.stdin:  # idle (blocked here) while a server is measured
         seconds, size = float(line.split()[0]), int(line.split()[1])
-        if size not in batches:
-            batches[size] = _batches(predictor, coerced, size)
-        print(json.dumps({"items_per_s": _rate(predictor, batches[size], seconds)}), flush=True)
+        if size not in by_size:
+            by_size[size] = _batches(predictor, coerced, size)
+        print(json.dumps({"items_per_s": _rate(predictor, by_size[size], seconds)}), flush=True)
 
 
 if __name__ == "__main__":
