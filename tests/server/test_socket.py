@@ -113,6 +113,26 @@ def test_openai_sdk_embeddings(minilm_server, minilm_reference):
         client.embeddings.create(model="minilm", input=[])
 
 
+def test_one_access_log_line_per_request_with_its_request_id(digits_server, digits_dir):
+    example = json.loads((digits_dir / "example.json").read_text())
+    response = httpx.post(
+        f"{digits_server.url}/predict",
+        json={"inputs": example["inputs"]},
+        headers={"X-Request-ID": "access-log-1"},
+        timeout=WAIT,
+    )
+    assert response.headers["x-request-id"] == "access-log-1"
+    deadline = time.monotonic() + WAIT
+    while not (lines := [line for line in digits_server.lines if '"access-log-1"' in line]):
+        assert time.monotonic() < deadline, digits_server.log
+        time.sleep(0.01)
+    (line,) = [json.loads(text) for text in lines]
+    assert (line["logger"], line["level"], line["msg"]) == ("modelpod.access", "info", "POST /predict 200")
+    assert (line["status"], line["method"], line["path"]) == (200, "POST", "/predict")
+    assert line["request_id"] == "access-log-1"
+    assert line["duration_ms"] > 0
+
+
 def test_embeddings_refused_for_a_non_text_model(digits_server):
     response = httpx.post(f"{digits_server.url}/v1/embeddings", json={"input": "x"}, timeout=WAIT)
     assert response.status_code == 404

@@ -24,11 +24,10 @@ from typing import NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelpod.server.logs import request_id
+from modelpod.server.logs import AccessLog, request_id
 from modelpod.server.responses import error_body, openai_error_body
 from modelpod.server.state import ApiError, ServerState
 
-access_log = logging.getLogger("modelpod.access")
 log = logging.getLogger("modelpod.server")
 
 # nginx's code for "the client closed the connection before the answer": nothing was sent
@@ -62,13 +61,16 @@ class InferenceRoute:
     template: str
     handler: Handler
     openai_errors: bool = False  # answer errors in OpenAI's shape, which its SDKs parse
+    _pattern: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pattern", tuple(self.template.split("/")))
 
     def match(self, segments: list[str]) -> dict[str, str] | None:
-        pattern = self.template.split("/")
-        if len(pattern) != len(segments):
+        if len(self._pattern) != len(segments):
             return None
         params: dict[str, str] = {}
-        for expected, got in zip(pattern, segments, strict=True):
+        for expected, got in zip(self._pattern, segments, strict=True):
             if expected.startswith("{"):
                 if not got:
                     return None
@@ -88,7 +90,7 @@ class ServerApp:
         self.routes = routes
         self.fallback = fallback
         self.max_body_bytes = int(state.spec.server.max_body_bytes)
-        self.log_requests = state.spec.server.access_log
+        self.access_log = AccessLog() if state.spec.server.access_log else None
         self._new_request_id = _request_ids()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,8 +102,7 @@ class ServerApp:
         token = request_id.set(rid)
         started = time.perf_counter()
         status, endpoint = CLIENT_GONE, "unmatched"
-        self.state.inflight += 1
-        self.state.metrics.inflight_now.inc()
+        self.state.inflight += 1  # the in-flight gauge reads this (ServerState)
         try:
             segments = scope["path"].split("/")
             for route in self.routes:
@@ -115,22 +116,10 @@ class ServerApp:
                 endpoint = getattr(scope.get("route"), "path", "unmatched")
         finally:
             self.state.inflight -= 1
-            self.state.metrics.inflight_now.dec()
             seconds = time.perf_counter() - started
             self.state.metrics.observe_request(endpoint, status, seconds)
-            if self.log_requests:
-                access_log.info(
-                    "%s %s %d",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    extra={
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "method": scope["method"],
-                        "path": scope["path"],
-                    },
-                )
+            if self.access_log is not None:
+                self.access_log.request(scope["method"], scope["path"], status, seconds, rid)
             request_id.reset(token)
 
     async def _direct(

@@ -2,15 +2,21 @@
 
 Every record becomes one line: {"ts", "level", "logger", "msg", "request_id"?, ...extra fields}.
 uvicorn's own loggers go through the same formatter, and its text access log is replaced by ours.
+
+The access log (`AccessLog`) writes the same lines without `logging` once `configure_logging` has set
+the JSON handler up: a LogRecord, the handler's lock, the formatter and a write and flush per line cost
+about 15 microseconds a request on the event loop, while a model batching 64 requests waits for their
+answers to go out. Its lines are built directly and the lines of one event-loop turn written at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -24,18 +30,28 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
-class JsonFormatter(logging.Formatter):
+class _Timestamps:
+    """ISO 8601 UTC to the millisecond, with one strftime per second (a busy server logs many a second)."""
+
     def __init__(self) -> None:
-        super().__init__()
         self._second = -1
         self._stamp = ""
 
-    def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:  # one strftime per second: the access log writes a line per request
+    def format(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._timestamps = _Timestamps()
+
+    def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
+            "ts": self._timestamps.format(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -51,10 +67,72 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class AccessLog:
+    """The access log: one line per request, as `JsonFormatter` would write it for the logger
+    "modelpod.access" with the fields status, duration_ms, method and path."""
+
+    NAME = "modelpod.access"
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(self.NAME)
+        self._timestamps = _Timestamps()
+        self._pending: list[str] = []
+
+    def request(self, method: str, path: str, status: int, seconds: float, rid: str | None) -> None:
+        fields = {"status": status, "duration_ms": round(seconds * 1000, 3), "method": method, "path": path}
+        stream = _direct_stream(self._logger)
+        if stream is None or not self._logger.isEnabledFor(logging.INFO):
+            # logging is not (or no longer) as configure_logging set it up: go through it
+            self._logger.info("%s %s %d", method, path, status, extra=fields)
+            return
+        entry: dict[str, Any] = {
+            "ts": self._timestamps.format(time.time()),
+            "level": "info",
+            "logger": self.NAME,
+            "msg": f"{method} {path} {status}",
+        }
+        if rid is not None:
+            entry["request_id"] = rid
+        entry.update(fields)
+        self._pending.append(orjson.dumps(entry).decode())
+        if len(self._pending) == 1:  # the first line of this loop turn: write them all at its end
+            try:
+                asyncio.get_running_loop().call_soon(self.flush, stream)
+            except RuntimeError:  # no event loop running: write now
+                self.flush(stream)
+
+    def flush(self, stream: TextIO) -> None:
+        lines, self._pending = self._pending, []
+        try:
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: as with logging, the request is not failed
+            pass
+
+
+_handler: logging.StreamHandler[TextIO] | None = None  # the one configure_logging installed
+
+
+def _direct_stream(logger: logging.Logger) -> TextIO | None:
+    """Where `logger`'s lines may be written directly: the stream of configure_logging's JSON handler,
+    while that is the only handler a record of `logger` (a child of the root) would reach."""
+    handlers = logging.root.handlers
+    if _handler is None or len(handlers) != 1 or handlers[0] is not _handler:
+        return None
+    node: logging.Logger | None = logger
+    while node is not None and node is not logging.root:
+        if node.handlers or not node.propagate or node.disabled:
+            return None
+        node = node.parent
+    return _handler.stream
+
+
 def configure_logging(level: str = "info") -> None:
     """Send modelpod's and uvicorn's logs to stderr as JSON lines."""
+    global _handler
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    _handler = handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

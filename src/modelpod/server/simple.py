@@ -34,7 +34,10 @@ def routes(state: ServerState) -> list[InferenceRoute]:
             coerced = [predictor.signature.coerce_inputs(item, batched=False) for item in items]
         except InputError as exc:
             raise ApiError(422, str(exc) if single else f"instances: {exc}") from None
-        batch = {t.name: np.stack([c[t.name] for c in coerced]) for t in predictor.signature.inputs}
+        if single:  # the common case: a batch of one row, without np.stack's copies
+            batch = {name: array[np.newaxis] for name, array in coerced[0].items()}
+        else:
+            batch = {t.name: np.stack([c[t.name] for c in coerced]) for t in predictor.signature.inputs}
         outputs = await state.infer(batch)
         rows = [{name: _jsonable(values[i]) for name, values in outputs.items()} for i in range(len(items))]
         return Reply(json_body({"outputs": rows[0]} if single else {"predictions": rows}))

@@ -53,7 +53,9 @@ class ServerState:
         self.auth_token = auth_token
         self.started_at = int(time.time())
         self.failure: str | None = None
-        self.inflight = 0  # HTTP requests being handled, kept by RequestMiddleware; the drain waits for 0
+        self.inflight = 0  # HTTP requests being handled, kept by ServerApp; the drain waits for 0
+        # read at scrape time: a gauge's inc and dec take a lock each, twice per request
+        self.metrics.inflight_now.set_function(lambda: self.inflight)
 
     @property
     def live(self) -> bool:
