@@ -18,6 +18,7 @@ import uvicorn
 from modelpod.errors import ModelpodError
 from modelpod.server.allocator import keep_freed_memory
 from modelpod.server.app import create_app
+from modelpod.server.asgi import ServerApp
 from modelpod.server.logs import configure_logging
 from modelpod.server.state import Health, ServerState
 from modelpod.server.transport import CoalescingHttpToolsProtocol
@@ -77,10 +78,25 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
         holder[0].should_exit = True
 
     app = create_app(spec, on_failure=stop_on_failure)
-    config = uvicorn.Config(
+    port = spec.server.port if port is None else port
+    config = uvicorn_config(app, host=host or spec.server.host, port=port)
+    server = ModelServer(config, app.state)
+    holder.append(server)
+    server.run()
+    if app.state.health is Health.FAILED:
+        raise SystemExit(1)
+    if not server.started:
+        raise ModelpodError(
+            f"could not start the server on {config.host}:{config.port}", hint="is the port in use?"
+        )
+
+
+def uvicorn_config(app: ServerApp, *, host: str, port: int) -> uvicorn.Config:
+    """How modelpod runs uvicorn (benchmarks/request_cost.py drives the same protocol)."""
+    return uvicorn.Config(
         app,
-        host=host or spec.server.host,
-        port=spec.server.port if port is None else port,
+        host=host,
+        port=port,
         loop="uvloop",
         http=CoalescingHttpToolsProtocol,  # httptools, one write per response (server/transport.py)
         ws="none",
@@ -92,15 +108,6 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
         proxy_headers=False,
         timeout_graceful_shutdown=int(_CLOSE_IDLE_SECONDS),
     )
-    server = ModelServer(config, app.state)
-    holder.append(server)
-    server.run()
-    if app.state.health is Health.FAILED:
-        raise SystemExit(1)
-    if not server.started:
-        raise ModelpodError(
-            f"could not start the server on {config.host}:{config.port}", hint="is the port in use?"
-        )
 
 
 def main(argv: list[str] | None = None) -> None:
