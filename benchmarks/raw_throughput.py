@@ -16,6 +16,7 @@ line with the sweep, then for each line "SECONDS BATCH_SIZE" read from stdin, on
 from __future__ import annotations
 
 import json
+import os
 import select
 import statistics
 import subprocess
@@ -78,6 +79,30 @@ class RawLimit:
             self._process.kill()
             raise RuntimeError(f"the raw-limit process gave no answer within {timeout:.0f}s")
         return dict(json.loads(line))
+
+
+def wait_until_quiet(timeout: float = 30.0, busy_cores: float = 0.25, window: float = 0.25) -> float:
+    """Wait until the machine's CPUs are busy less than `busy_cores` cores' worth over a `window`; return
+    the seconds waited (at most `timeout`).
+
+    A server can go on computing after its load run ends (KServe, which does not batch, finishes what it
+    had accepted), and a raw measurement taken meanwhile reads low: 100.5 items/s once on minilm, against
+    about 530. Waiting for quiet keeps that out of the limit that brackets the next run."""
+    began = time.monotonic()
+    while True:
+        idle_before, total_before = _cpu_times()
+        time.sleep(window)
+        idle_after, total_after = _cpu_times()
+        total = (total_after - total_before) or 1
+        busy = (total - (idle_after - idle_before)) / total * (os.cpu_count() or 1)
+        if busy < busy_cores or time.monotonic() - began > timeout:
+            return round(time.monotonic() - began, 2)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user..steal
 
 
 def _batches(predictor: Any, coerced: Sequence[dict[str, Any]], size: int) -> list[dict[str, np.ndarray]]:

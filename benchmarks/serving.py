@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import wrk_client  # noqa: E402
 from benchmarks.loadgen import closed_loop  # noqa: E402
-from benchmarks.raw_throughput import RawLimit  # noqa: E402
+from benchmarks.raw_throughput import RawLimit, wait_until_quiet  # noqa: E402
 from benchmarks.targets import TARGETS, bench_target  # noqa: E402
 
 SENTENCES = [
@@ -88,14 +88,16 @@ def bracketed_load(raw: RawLimit, last_raw: list[float]) -> Any:
                 result = await closed_loop(
                     url, bodies, concurrency=concurrency, duration=duration, warmup=warmup
                 )
+            settle = wait_until_quiet()
             before, after = last_raw[0], raw.measure(duration)
             last_raw[0] = after
             print(
                 f"      c={concurrency}: {result.throughput}/s p50 {result.p50_ms}ms p99 {result.p99_ms}ms"
-                f" errors {result.errors}; raw limit {before} before, {after} after",
+                f" errors {result.errors}; raw limit {before} before, {after} after"
+                f" (measured after {settle}s of settling)",
                 flush=True,
             )
-            results.append({**result.as_dict(), "raw_before": before, "raw_after": after})
+            results.append({**result.as_dict(), "raw_before": before, "raw_after": after, "settle_s": settle})
         return results
 
     return load_all
