@@ -51,21 +51,27 @@ class JsonFormatter(logging.Formatter):
         self._timestamps = _Timestamps()
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self._timestamps.format(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        rid = request_id.get()
-        if rid is not None:
-            entry["request_id"] = rid
+        entry = _entry(
+            self._timestamps.format(record.created),
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+            request_id.get(),
+        )
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+
+def _entry(ts: str, level: str, logger: str, msg: str, rid: str | None) -> dict[str, Any]:
+    """The fields every line starts with, in their order; a record's own fields follow."""
+    entry: dict[str, Any] = {"ts": ts, "level": level, "logger": logger, "msg": msg}
+    if rid is not None:
+        entry["request_id"] = rid
+    return entry
 
 
 class AccessLog:
@@ -81,42 +87,39 @@ class AccessLog:
 
     def request(self, method: str, path: str, status: int, seconds: float, rid: str | None) -> None:
         fields = {"status": status, "duration_ms": round(seconds * 1000, 3), "method": method, "path": path}
-        stream = _direct_stream(self._logger)
-        if stream is None or not self._logger.isEnabledFor(logging.INFO):
+        handler = _direct_handler(self._logger)
+        if handler is None or not self._logger.isEnabledFor(logging.INFO):
             # logging is not (or no longer) as configure_logging set it up: go through it
             self._logger.info("%s %s %d", method, path, status, extra=fields)
             return
-        entry: dict[str, Any] = {
-            "ts": self._timestamps.format(time.time()),
-            "level": "info",
-            "logger": self.NAME,
-            "msg": f"{method} {path} {status}",
-        }
-        if rid is not None:
-            entry["request_id"] = rid
+        msg = f"{method} {path} {status}"
+        entry = _entry(self._timestamps.format(time.time()), "info", self.NAME, msg, rid)
         entry.update(fields)
         self._pending.append(orjson.dumps(entry).decode())
         if len(self._pending) == 1:  # the first line of this loop turn: write them all at its end
             try:
-                asyncio.get_running_loop().call_soon(self.flush, stream)
+                asyncio.get_running_loop().call_soon(self.flush, handler)
             except RuntimeError:  # no event loop running: write now
-                self.flush(stream)
+                self.flush(handler)
 
-    def flush(self, stream: TextIO) -> None:
+    def flush(self, handler: logging.StreamHandler[TextIO]) -> None:
         lines, self._pending = self._pending, []
+        handler.acquire()  # as the handler's own writes do: a record from another thread is not interleaved
         try:
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
+            handler.stream.write("\n".join(lines) + "\n")
+            handler.stream.flush()
         except (OSError, ValueError):  # stderr closed or gone: as with logging, the request is not failed
             pass
+        finally:
+            handler.release()
 
 
 _handler: logging.StreamHandler[TextIO] | None = None  # the one configure_logging installed
 
 
-def _direct_stream(logger: logging.Logger) -> TextIO | None:
-    """Where `logger`'s lines may be written directly: the stream of configure_logging's JSON handler,
-    while that is the only handler a record of `logger` (a child of the root) would reach."""
+def _direct_handler(logger: logging.Logger) -> logging.StreamHandler[TextIO] | None:
+    """configure_logging's JSON handler, while it is the only handler a record of `logger` (a child of
+    the root) would reach: then `logger`'s lines may be written to its stream directly."""
     handlers = logging.root.handlers
     if _handler is None or len(handlers) != 1 or handlers[0] is not _handler:
         return None
@@ -125,7 +128,7 @@ def _direct_stream(logger: logging.Logger) -> TextIO | None:
         if node.handlers or not node.propagate or node.disabled:
             return None
         node = node.parent
-    return _handler.stream
+    return _handler
 
 
 def configure_logging(level: str = "info") -> None:
