@@ -82,6 +82,22 @@ def test_max_length_option_truncates_like_sentence_transformers(
     assert np.abs(ours["embedding"][4] - full_window).max() > 1e-2
 
 
+def test_token_count_matches_the_models_tokenizer_and_leaves_it_alone(embedding_runtime, sentence_encoder):
+    # the model's tokenizer as a batch leaves it: padding on
+    embedding_runtime.predict({"text": np.array(TEXTS, dtype=object)})
+    backend = embedding_runtime._encoder.tokenizer.backend_tokenizer
+    settings = (backend.padding, backend.truncation)
+    assert settings[0] is not None
+
+    counted = embedding_runtime.count_tokens(TEXTS)
+
+    reference = sentence_encoder.tokenizer(TEXTS, truncation=True, max_length=sentence_encoder.max_seq_length)
+    assert counted == sum(len(ids) for ids in reference["input_ids"])
+    assert embedding_runtime.count_tokens([TEXTS[4]]) == 256  # the long text, cut to the model's window
+    # counting never touches the tokenizer a batch may be using on the model's thread at that moment
+    assert (backend.padding, backend.truncation) == settings
+
+
 def test_classifier_signature(classification_runtime):
     assert classification_runtime.signature == Signature.model_validate(
         {

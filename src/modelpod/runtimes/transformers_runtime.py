@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class EmbeddingRuntime(BaseRuntime):
         super().__init__(signature)
         self._encoder = encoder
         self._normalize = normalize
+        self._count = _token_counter(encoder.tokenizer, encoder.max_seq_length)
 
     def predict(self, batch: Batch) -> Batch:
         texts = [str(t) for t in batch["text"]]
@@ -46,10 +48,9 @@ class EmbeddingRuntime(BaseRuntime):
         return {"embedding": np.asarray(embeddings, dtype=np.float32)}
 
     def count_tokens(self, texts: list[str]) -> int:
-        """Tokens the model reads for `texts` (after truncation), for usage reports such as OpenAI's."""
-        limit = self._encoder.max_seq_length
-        encoded = self._encoder.tokenizer(texts, truncation=True, max_length=limit)
-        return sum(len(ids) for ids in encoded["input_ids"])
+        """Tokens the model reads for `texts` (after truncation), for usage reports such as OpenAI's. Safe
+        to call on any thread while `predict` runs on another (see `_token_counter`)."""
+        return self._count(texts)
 
 
 class ClassificationRuntime(BaseRuntime):
@@ -73,6 +74,29 @@ class ClassificationRuntime(BaseRuntime):
             logits = self._model(**encoded).logits
         probabilities = self._torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return {"probabilities": probabilities, "label": self._labels[probabilities.argmax(axis=1)]}
+
+
+def _token_counter(tokenizer: Any, limit: int | None) -> Callable[[list[str]], int]:
+    """Counts tokens with a tokenizer of its own.
+
+    A transformers fast tokenizer keeps its padding and truncation settings on the Rust tokenizer it
+    wraps, and every call sets them before it encodes. Counting with the model's tokenizer on the event
+    loop while the model thread tokenized a batch could switch padding off between the two steps of the
+    model's call, and the batch failed ("Unable to create tensor ... activate padding"; seen once in
+    seven batches with a thread counting in a loop). A copy without padding or truncation is never
+    touched by the model, and its `encode_batch` lets go of the GIL while it works."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a Python ("slow") tokenizer takes its settings per call and keeps none
+        return lambda texts: sum(
+            len(ids) for ids in tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
+        )
+    own = type(backend).from_str(backend.to_str())
+    own.no_padding()
+    own.no_truncation()
+    # truncation keeps the special tokens and cuts the text's own, so a long text reads exactly `limit`
+    return lambda texts: sum(
+        len(encoding) if limit is None else min(len(encoding), limit) for encoding in own.encode_batch(texts)
+    )
 
 
 def detect_task(path: Path) -> str | None:
