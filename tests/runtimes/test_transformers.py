@@ -93,7 +93,8 @@ def test_token_count_matches_the_models_tokenizer_and_leaves_it_alone(embedding_
 
     reference = sentence_encoder.tokenizer(TEXTS, truncation=True, max_length=sentence_encoder.max_seq_length)
     assert counted == sum(len(ids) for ids in reference["input_ids"])
-    assert embedding_runtime.count_tokens([TEXTS[4]]) == 256  # the long text, cut to the model's window
+    # the long text, cut to the model's window of 256 tokens
+    assert embedding_runtime.count_tokens([TEXTS[4]]) == sentence_encoder.max_seq_length == 256
     # counting never touches the tokenizer a batch may be using on the model's thread at that moment
     assert (backend.padding, backend.truncation) == settings
 

@@ -80,11 +80,11 @@ def _token_counter(tokenizer: Any, limit: int | None) -> Callable[[list[str]], i
     """Counts tokens with a tokenizer of its own.
 
     A transformers fast tokenizer keeps its padding and truncation settings on the Rust tokenizer it
-    wraps, and every call sets them before it encodes. Counting with the model's tokenizer on the event
-    loop while the model thread tokenized a batch could switch padding off between the two steps of the
-    model's call, and the batch failed ("Unable to create tensor ... activate padding"; seen once in
-    seven batches with a thread counting in a loop). A copy without padding or truncation is never
-    touched by the model, and its `encode_batch` lets go of the GIL while it works."""
+    wraps; a call that needs other settings sets them, then encodes. Counting with the model's tokenizer
+    on the event loop while the model thread tokenized a batch could switch padding off between those
+    two steps of the model's call, and the batch failed ("Unable to create tensor ... activate
+    padding"; once in seven batches with a thread counting in a loop). A copy without padding or
+    truncation is never touched by the model, and its `encode_batch` lets go of the GIL while it works."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:  # a Python ("slow") tokenizer takes its settings per call and keeps none
         return lambda texts: sum(
