@@ -99,6 +99,23 @@ def test_token_count_matches_the_models_tokenizer_and_leaves_it_alone(embedding_
     assert (backend.padding, backend.truncation) == settings
 
 
+def test_a_tokenizer_that_cannot_be_copied_counts_nothing_instead_of_failing_the_load():
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    from modelpod.runtimes.transformers_runtime import _token_counter
+
+    class Whitespace:  # a pre-tokenizer written in Python, which tokenizers cannot serialise
+        def pre_tokenize(self, pretok):
+            pass
+
+    backend = Tokenizer(WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(Whitespace())
+    fast_tokenizer = type("FastTokenizer", (), {"backend_tokenizer": backend})()
+
+    assert _token_counter(fast_tokenizer, 256)(["a a a"]) == 0
+
+
 def test_classifier_signature(classification_runtime):
     assert classification_runtime.signature == Signature.model_validate(
         {

@@ -90,7 +90,10 @@ def _token_counter(tokenizer: Any, limit: int | None) -> Callable[[list[str]], i
         return lambda texts: sum(
             len(ids) for ids in tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
         )
-    own = type(backend).from_str(backend.to_str())
+    try:
+        own = type(backend).from_str(backend.to_str())
+    except Exception:  # noqa: BLE001 - e.g. a custom Python component, which cannot be serialised
+        return lambda texts: 0  # the usage block is informational; a runtime that cannot count says 0
     own.no_padding()
     own.no_truncation()
     # truncation keeps the special tokens and cuts the text's own, so a long text reads exactly `limit`
