@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 import uvloop
+from asgi_lifespan import LifespanManager
 from uvicorn.server import ServerState as UvicornState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ from modelpod.spec import load_spec  # noqa: E402
 
 CONNECTIONS = 64
 WARMUP_ROUNDS = 50
+READY_TIMEOUT_S = 30
 
 
 class InstantEmbeddings(BaseRuntime):
@@ -102,19 +104,16 @@ async def measure(rounds: int, profile: cProfile.Profile | None) -> list[float]:
         outputs=(TensorSpec(name="embedding", dtype="float32", shape=(384,)),),
     )
     app = create_app(spec, predictor=Predictor(spec.name, InstantEmbeddings(signature)))
-    lifespan_in: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    await lifespan_in.put({"type": "lifespan.startup"})
+    async with LifespanManager(app, startup_timeout=READY_TIMEOUT_S, shutdown_timeout=READY_TIMEOUT_S):
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while app.state.health is not Health.READY:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not become ready: {app.state.health}")
+            await asyncio.sleep(0.01)
+        return await _rounds(app, rounds, profile)
 
-    async def lifespan_out(message: Any) -> None:
-        pass
 
-    lifespan = asyncio.create_task(app({"type": "lifespan", "state": {}}, lifespan_in.get, lifespan_out))
-    deadline = time.monotonic() + 30
-    while app.state.health is not Health.READY:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the app did not become ready: {app.state.health}")
-        await asyncio.sleep(0.01)
-
+async def _rounds(app: Any, rounds: int, profile: cProfile.Profile | None) -> list[float]:
     config = uvicorn_config(app, host="127.0.0.1", port=8080)  # as `modelpod serve` runs it
     config.load()
     shared = UvicornState()
@@ -147,8 +146,6 @@ async def measure(rounds: int, profile: cProfile.Profile | None) -> list[float]:
         seconds.append(time.perf_counter() - began)
     if profile is not None:
         profile.disable()
-    await lifespan_in.put({"type": "lifespan.shutdown"})
-    await lifespan
     return seconds
 
 
