@@ -230,6 +230,8 @@ def test_modelpod_run_prints_the_url_and_stops_cleanly_on_ctrl_c(digits_image: B
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+        process.stdout.close()  # else a failure here surfaces again as a ResourceWarning in a later test
     assert process.returncode == 0, "".join(lines) + rest
     assert "exited with code 0" in rest
     left = docker(

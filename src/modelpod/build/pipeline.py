@@ -266,9 +266,9 @@ def run_image(engine: Engine, image: str, spec: Spec, options: RunOptions, repor
     grace = options.stop_grace_s if options.stop_grace_s is not None else int(spec.server.drain_timeout_s) + 5
     with Container(engine, image, port=port, network=options.network, env=options.env) as container:
         reporter.event(f"started {container.name} from {image}")
-        ready_s = container.wait_ready(options.ready_timeout_s)
-        reporter.event(f"ready after {ready_s:.1f}s: {container.url}")
-        try:
+        try:  # Ctrl-C at any moment from here on, even while "ready" is being printed, drains the server
+            ready_s = container.wait_ready(options.ready_timeout_s)
+            reporter.event(f"ready after {ready_s:.1f}s: {container.url}")
             engine.runner.stream(
                 logs_argv(engine, container.name, follow=True),
                 timeout=365 * 24 * 3600,

@@ -90,10 +90,13 @@ class SubprocessRunner:
             expired.set()
             process.kill()
 
+        # A daemon, started inside the try: a Ctrl-C that lands while it starts (`modelpod run` right after
+        # "ready") once left a timer of a year running, and the interpreter waited for it at exit.
         timer = threading.Timer(timeout, kill)
-        timer.start()
+        timer.daemon = True
         lines: deque[str] = deque(maxlen=self.keep_lines)
         try:
+            timer.start()
             for raw in process.stdout or ():
                 line = raw.rstrip("\n")
                 lines.append(line)
