@@ -204,6 +204,13 @@ def test_legacy_builder_builds_and_smoke_tests_digits(
     assert result.size <= MAX_DIGITS_BYTES
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT at its default in the child, as in a terminal. A test run started in the background of a
+    non-interactive shell (`make test &`) ignores SIGINT, the child would inherit that, and Python in it
+    would then never raise KeyboardInterrupt (seen: `modelpod run` went on serving after the signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_modelpod_run_prints_the_url_and_stops_cleanly_on_ctrl_c(digits_image: Built) -> None:
     directory, result, _ = digits_image
     port = free_port()
@@ -212,6 +219,7 @@ def test_modelpod_run_prints_the_url_and_stops_cleanly_on_ctrl_c(digits_image: B
          "--engine", docker_path(), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )  # fmt: skip
     lines: list[str] = []
     try:
