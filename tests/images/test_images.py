@@ -211,7 +211,10 @@ def _ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_modelpod_run_prints_the_url_and_stops_cleanly_on_ctrl_c(digits_image: Built) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_modelpod_run_prints_the_url_and_stops_cleanly_on_ctrl_c_or_sigterm(
+    digits_image: Built, stop_signal: signal.Signals
+) -> None:
     directory, result, _ = digits_image
     port = free_port()
     process = subprocess.Popen(
@@ -233,7 +236,7 @@ def test_modelpod_run_prints_the_url_and_stops_cleanly_on_ctrl_c(digits_image: B
         assert lines[-1].strip() == f"ready: http://127.0.0.1:{port}", "".join(lines)
         reports = list(predict_examples(load_spec(directory), url=f"http://127.0.0.1:{port}", timeout=30))
         assert not reports[0].problems
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         rest, _ = process.communicate(timeout=90)
     finally:
         if process.poll() is None:

@@ -6,6 +6,9 @@ library function from `modelpod.build` and prints. The library is imported insid
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -180,8 +183,24 @@ def run_command(
     connected = connect_engine(engine)
     variables = {k: v or "" for k, v in _pairs(env, "--env", allow_bare=False).items()}
     options = RunOptions(port=port, network=network, env=variables, ready_timeout_s=ready_timeout)
-    code = run_image(connected, _image_for(resolved, image), resolved, options, _RunReporter())
+    with _sigterm_as_ctrl_c():
+        code = run_image(connected, _image_for(resolved, image), resolved, options, _RunReporter())
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """A supervisor's SIGTERM stops the container as Ctrl-C does. Python's default would end `modelpod
+    run` at once and leave the container running."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _RunReporter(ConsoleReporter):
