@@ -37,7 +37,8 @@ class ServerProcess:
     def log(self) -> str:
         return "".join(self.lines)
 
-    def start(self) -> ServerProcess:
+    def start(self, *, ready: bool = True) -> ServerProcess:
+        """Start; wait for the URL in the log (uvicorn is up), then for readiness unless `ready` is False."""
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
         )
@@ -46,7 +47,8 @@ class ServerProcess:
         if not self._url_found.wait(self.start_timeout):
             self.stop()
             raise AssertionError(f"server printed no URL within {self.start_timeout}s:\n{self.log}")
-        self.wait_ready(self.start_timeout)
+        if ready:
+            self.wait_ready(self.start_timeout)
         return self
 
     def _read(self) -> None:

@@ -132,6 +132,30 @@ def test_hardened_container_predicts_and_exits_0_on_sigterm(
         docker("rm", "--force", name)
 
 
+def test_hardened_container_stopped_while_its_model_loads_exits_0_at_once(minilm_image: Built) -> None:
+    """A pod deleted during start-up. The server is PID 1, which drops signals it has no handler for: the
+    stop used to wait for the model to finish loading (or, in the first second, was lost altogether)."""
+    _, result, _ = minilm_image
+    name = run_hardened(result.image, free_port())
+    try:
+        deadline = time.monotonic() + 120
+        while '"msg":"serving minilm on' not in (logs := docker("logs", name).stderr):
+            assert time.monotonic() < deadline, logs  # uvicorn is up; minilm takes seconds more to load
+            time.sleep(0.1)
+        sent = time.monotonic()
+        assert docker("kill", "--signal", "TERM", name).returncode == 0
+        waited = docker("wait", name, timeout=60)
+        took = time.monotonic() - sent
+        logs = docker("logs", name).stderr
+    finally:
+        docker("rm", "--force", name)
+    assert waited.stdout.strip() == "0", logs
+    assert '"msg":"signal 15 while starting: stopping"' in logs
+    assert '"msg":"signal 15: exiting now"' in logs
+    assert '"msg":"model minilm ready' not in logs
+    assert took < 10, logs  # a bound on the wait, not a benchmark
+
+
 @pytest.mark.parametrize("example", ["digits", "minilm"])
 def test_push_to_the_registry_and_pull_back_by_digest(
     example: str, request: pytest.FixtureRequest, engine: Engine, registry: str

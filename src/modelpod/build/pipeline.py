@@ -266,8 +266,9 @@ def run_image(engine: Engine, image: str, spec: Spec, options: RunOptions, repor
     grace = options.stop_grace_s if options.stop_grace_s is not None else int(spec.server.drain_timeout_s) + 5
     with Container(engine, image, port=port, network=options.network, env=options.env) as container:
         reporter.event(f"started {container.name} from {image}")
-        # Ctrl-C before ready removes the container at once: a SIGTERM that reaches the server before it
-        # has set its handlers is lost (PID 1 ignores signals it does not handle), and docker stop would
+        # Ctrl-C before ready removes the container at once: there is nothing to drain, and a SIGTERM in
+        # the first few tens of milliseconds, before the interpreter has set the server's handler, would
+        # be lost (PID 1 ignores signals it does not handle; server/stop_signal.py) and docker stop would
         # wait out the grace period. From ready on, even while "ready" is being printed, it drains.
         ready_s = container.wait_ready(options.ready_timeout_s)
         try:

@@ -126,6 +126,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the model locally (no Docker or Kubernetes needed)."""
+    from modelpod.server.stop_signal import exit_on_sigterm
+
+    exit_on_sigterm()  # a SIGTERM before the server is up ends it at once (server/stop_signal.py)
     from modelpod.server import serve as run_server
     from modelpod.spec import load_spec
 

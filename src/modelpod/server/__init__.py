@@ -1,6 +1,24 @@
-"""The inference server: `create_app` builds the ASGI app, `serve` runs it on uvicorn."""
+"""The inference server: `create_app` builds the ASGI app, `serve` runs it on uvicorn.
 
-from modelpod.server.app import create_app
-from modelpod.server.run import serve
+Both resolve on first use, so `python -m modelpod.server` can set its SIGTERM handler before uvicorn and
+the app are imported (server/stop_signal.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelpod.server.app import create_app as create_app
+    from modelpod.server.run import serve as serve
+
+_EXPORTS = {"create_app": "modelpod.server.app", "serve": "modelpod.server.run"}
 
 __all__ = ["create_app", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

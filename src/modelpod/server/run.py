@@ -2,7 +2,9 @@
 
 SIGTERM (or Ctrl-C): readiness answers 503 at once while the listener stays open, so probes see the
 change; requests already in flight finish within `server.drain_timeout_s`; then the server stops and the
-process exits 0. A second signal stops at once. A model that fails to load exits 1 after one log line.
+process exits 0. A second signal stops at once, as does one that comes before the model is ready (with
+exit code 0 too when the entrypoint set stop_signal.py's handler). A model that fails to load exits 1
+after one log line.
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ class ModelServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or self.state.health is not Health.READY:
-            super().handle_exit(sig, frame)  # second signal, or nothing to drain: stop now
+            if not self._draining:
+                log.info("signal %d while %s: stopping", sig, self.state.health.value, extra={"signal": sig})
+            # second signal, or nothing to drain: stop now (uvicorn then raises the signal again for the
+            # entrypoint's handler, which exits without waiting for a model still loading: stop_signal.py)
+            super().handle_exit(sig, frame)
             return
         self._draining = True
         self.state.health = Health.DRAINING

@@ -1,0 +1,74 @@
+"""SIGTERM before the server is ready: the process exits at once with code 0 (server/stop_signal.py).
+
+Real processes and real signals. That a container's PID 1 would otherwise lose the signal is tested on a
+real container engine in tests/images/test_images.py.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from tests.server_process import ServerProcess
+
+WAIT = 30  # bound on every wait
+
+
+def test_the_image_entrypoint_sets_its_handler_before_importing_the_server():
+    # -X importtime reports each module as its import completes
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "modelpod.server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    order = [line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+    assert "modelpod.server.stop_signal" in order
+    assert "uvicorn" in order
+    assert order.index("modelpod.server.stop_signal") < order.index("uvicorn")
+
+
+def test_sigterm_after_the_handler_is_set_exits_0_with_one_json_line():
+    code = (
+        "from modelpod.server.stop_signal import exit_on_sigterm\n"
+        "exit_on_sigterm()\n"
+        "print('set', flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "set\n"
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=WAIT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, stderr
+    line = json.loads(stderr.strip().splitlines()[-1])
+    assert (line["level"], line["msg"], line["signal"]) == ("info", "signal 15: exiting now", 15)
+
+
+def test_sigterm_while_the_model_loads_exits_0_without_waiting_for_the_load(echo_project):
+    # the model takes 60 s to load; uvicorn is up and the server is STARTING when the signal comes
+    server = ServerProcess(echo_project(), env={"ECHO_LOAD_DELAY": "60"}).start(ready=False)
+    try:
+        assert server.process is not None
+        sent = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(WAIT)
+        took = time.monotonic() - sent
+    finally:
+        server.stop()
+    assert code == 0, server.log
+    assert took < 10, server.log  # a bound on a wait, not a benchmark: the load alone would take 60 s
+    assert '"msg":"signal 15 while starting: stopping"' in server.log
+    assert '"msg":"signal 15: exiting now"' in server.log
+    assert '"msg":"model echo ready' not in server.log
