@@ -3,6 +3,8 @@ and a sequence classifier built from its BERT weights against the classifier's o
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from sentence_transformers import SentenceTransformer
 
 from modelpod.errors import ModelLoadError
 from modelpod.runtimes import load_runtime
+from modelpod.runtimes.transformers_runtime import EmbeddingRuntime
 from modelpod.signature import Signature
 
 TEXTS = [
@@ -64,6 +67,41 @@ def test_embeddings_match_sentence_transformers(
     assert_outputs_follow_signature(embedding_runtime.signature, ours, len(texts))
     # The directory's whole module pipeline ran, its final Normalize module included: unit length.
     np.testing.assert_allclose(np.linalg.norm(ours["embedding"], axis=1), 1.0, rtol=0, atol=1e-5)
+
+
+def test_normalize_option_matches_sentence_transformers(minilm_model_dir, resolve, texts, tmp_path):
+    # minilm without its final Normalize module, so that the option has something to do
+    unnormalized = tmp_path / "minilm-unnormalized"
+    unnormalized.mkdir()
+    for entry in minilm_model_dir.iterdir():
+        if entry.name != "modules.json":
+            (unnormalized / entry.name).symlink_to(entry)
+    modules = json.loads((minilm_model_dir / "modules.json").read_text())
+    kept = [m for m in modules if "Normalize" not in m["type"]]
+    (unnormalized / "modules.json").write_text(json.dumps(kept))
+    encoder = SentenceTransformer(str(unnormalized), device="cpu", local_files_only=True)
+
+    for normalize in (False, True):
+        runtime = load_runtime(resolve(unnormalized, "transformers", options={"normalize": normalize}))
+        ours = runtime.predict({"text": texts})["embedding"]
+        theirs = encoder.encode(list(TEXTS), convert_to_numpy=True, normalize_embeddings=normalize)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)  # as above
+        norms = np.linalg.norm(ours, axis=1)
+        assert np.allclose(norms, 1.0, atol=1e-5) == normalize, norms
+
+
+def test_a_model_with_a_default_prompt_is_encoded_with_it(minilm_model_dir, embedding_runtime, texts):
+    """The runtime runs a plain encoder's modules itself; one with a default prompt goes through `encode`,
+    which puts the prompt before every text."""
+    prompted = SentenceTransformer(str(minilm_model_dir), device="cpu", local_files_only=True)
+    prompted.prompts = {"query": "query: "}
+    prompted.default_prompt_name = "query"
+    runtime = EmbeddingRuntime(torch, prompted, embedding_runtime.signature, normalize=False)
+
+    ours = runtime.predict({"text": texts})["embedding"]
+    np.testing.assert_allclose(ours, prompted.encode(list(TEXTS)), rtol=0, atol=1e-5)  # as above
+    # the prompt changes the embeddings far beyond the tolerance
+    assert np.abs(ours - embedding_runtime.predict({"text": texts})["embedding"]).max() > 1e-2
 
 
 def test_max_length_option_truncates_like_sentence_transformers(
