@@ -6,11 +6,14 @@ real container engine in tests/images/test_images.py.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import signal
 import subprocess
 import sys
 import time
+
+import httpx
 
 from tests.server_process import ServerProcess
 
@@ -56,6 +59,35 @@ def test_sigterm_after_the_handler_is_set_exits_0_with_one_json_line():
     assert (line["level"], line["msg"], line["signal"]) == ("info", "signal 15: exiting now", 15)
 
 
+def test_a_second_sigterm_during_the_drain_exits_0_at_once(echo_project):
+    # one request in flight for 20 s, a drain budget of 60 s: the first signal would wait for it
+    server = ServerProcess(echo_project(drain_timeout_s=60), env={"ECHO_DELAY": "20"}).start()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            assert server.process is not None
+            pending = pool.submit(
+                httpx.post, f"{server.url}/predict", json={"inputs": {"x": [1, 1]}}, timeout=WAIT
+            )
+            deadline = time.monotonic() + WAIT
+            while (
+                'modelpod_inflight_requests{model="echo"} 2.0' not in httpx.get(f"{server.url}/metrics").text
+            ):
+                assert time.monotonic() < deadline, server.log  # the request and this scrape
+            server.process.send_signal(signal.SIGTERM)
+            while httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200:
+                assert time.monotonic() < deadline, server.log  # draining
+            sent = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            code = server.process.wait(WAIT)
+            took = time.monotonic() - sent
+        finally:
+            server.stop()
+        assert isinstance(pending.exception(WAIT), httpx.HTTPError)  # cut off: "stops at once"
+    assert code == 0, server.log
+    assert took < 10, server.log  # a bound on the wait; the request alone had 20 s left
+    assert '"msg":"signal 15: exiting now"' in server.log
+
+
 def test_sigterm_while_the_model_loads_exits_0_without_waiting_for_the_load(echo_project):
     # the model takes 60 s to load; uvicorn is up and the server is STARTING when the signal comes
     server = ServerProcess(echo_project(), env={"ECHO_LOAD_DELAY": "60"}).start(ready=False)
@@ -69,6 +101,6 @@ def test_sigterm_while_the_model_loads_exits_0_without_waiting_for_the_load(echo
         server.stop()
     assert code == 0, server.log
     assert took < 10, server.log  # a bound on a wait, not a benchmark: the load alone would take 60 s
-    assert '"msg":"signal 15 while starting: stopping"' in server.log
+    assert '"msg":"signal 15 while starting: stopping now"' in server.log
     assert '"msg":"signal 15: exiting now"' in server.log
     assert '"msg":"model echo ready' not in server.log

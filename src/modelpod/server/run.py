@@ -2,9 +2,9 @@
 
 SIGTERM (or Ctrl-C): readiness answers 503 at once while the listener stays open, so probes see the
 change; requests already in flight finish within `server.drain_timeout_s`; then the server stops and the
-process exits 0. A second signal stops at once, as does one that comes before the model is ready (with
-exit code 0 too when the entrypoint set stop_signal.py's handler). A model that fails to load exits 1
-after one log line.
+process exits 0. A second signal during the drain, or one before the model is ready, ends the process
+at once, with exit code 0 too (server/stop_signal.py). A model that fails to load exits 1 after one log
+line.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from modelpod.server.app import create_app
 from modelpod.server.asgi import ServerApp
 from modelpod.server.logs import configure_logging
 from modelpod.server.state import Health, ServerState
+from modelpod.server.stop_signal import exit_now
 from modelpod.server.transport import CoalescingHttpToolsProtocol
 from modelpod.spec.resolved import Spec
 
@@ -39,13 +40,13 @@ class ModelServer(uvicorn.Server):
         self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.state.health is Health.FAILED:
+            return  # already stopping, to exit 1 for the model that failed to load
         if self._draining or self.state.health is not Health.READY:
-            if not self._draining:
-                log.info("signal %d while %s: stopping", sig, self.state.health.value, extra={"signal": sig})
-            # second signal, or nothing to drain: stop now (uvicorn then raises the signal again for the
-            # entrypoint's handler, which exits without waiting for a model still loading: stop_signal.py)
-            super().handle_exit(sig, frame)
-            return
+            # a second signal, or nothing to drain: stop without waiting for the batch the drain waits on
+            # or for a model still loading (stop_signal.py)
+            log.info("signal %d while %s: stopping now", sig, self.state.health.value, extra={"signal": sig})
+            exit_now(sig)
         self._draining = True
         self.state.health = Health.DRAINING
         log.info("signal %d: draining (readiness now 503)", sig, extra={"signal": sig})
