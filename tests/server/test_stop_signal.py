@@ -1,7 +1,8 @@
-"""SIGTERM before the server is ready: the process exits at once with code 0 (server/stop_signal.py).
+"""SIGTERM outside the drain (before the server is ready, or a second one during the drain): the process
+exits at once with code 0 (server/stop_signal.py).
 
-Real processes and real signals. That a container's PID 1 would otherwise lose the signal is tested on a
-real container engine in tests/images/test_images.py.
+Real processes and real signals. The server as PID 1 of a real container, stopped while its model
+loads, is in tests/images/test_images.py.
 """
 
 from __future__ import annotations
@@ -73,9 +74,11 @@ def test_a_second_sigterm_during_the_drain_exits_0_at_once(echo_project):
                 'modelpod_inflight_requests{model="echo"} 2.0' not in httpx.get(f"{server.url}/metrics").text
             ):
                 assert time.monotonic() < deadline, server.log  # the request and this scrape
+                time.sleep(0.05)
             server.process.send_signal(signal.SIGTERM)
             while httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200:
                 assert time.monotonic() < deadline, server.log  # draining
+                time.sleep(0.05)
             sent = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             code = server.process.wait(WAIT)
@@ -85,6 +88,7 @@ def test_a_second_sigterm_during_the_drain_exits_0_at_once(echo_project):
         assert isinstance(pending.exception(WAIT), httpx.HTTPError)  # cut off: "stops at once"
     assert code == 0, server.log
     assert took < 10, server.log  # a bound on the wait; the request alone had 20 s left
+    assert '"msg":"signal 15 while draining: stopping now"' in server.log
     assert '"msg":"signal 15: exiting now"' in server.log
 
 
