@@ -80,8 +80,7 @@ def test_a_second_sigterm_during_the_drain_exits_0_at_once(echo_project):
                 assert time.monotonic() < deadline, server.log  # draining
                 time.sleep(0.05)
             sent = time.monotonic()
-            server.process.send_signal(signal.SIGTERM)
-            code = server.process.wait(WAIT)
+            code = server.terminate(WAIT)
             took = time.monotonic() - sent
         finally:
             server.stop()
@@ -96,10 +95,8 @@ def test_sigterm_while_the_model_loads_exits_0_without_waiting_for_the_load(echo
     # the model takes 60 s to load; uvicorn is up and the server is STARTING when the signal comes
     server = ServerProcess(echo_project(), env={"ECHO_LOAD_DELAY": "60"}).start(ready=False)
     try:
-        assert server.process is not None
         sent = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        code = server.process.wait(WAIT)
+        code = server.terminate(WAIT)
         took = time.monotonic() - sent
     finally:
         server.stop()
