@@ -152,6 +152,31 @@ async def test_refill_does_not_wait_for_callers_that_are_not_coming():
     await batcher.close()
 
 
+async def test_refill_hands_the_batch_over_as_soon_as_the_last_expected_caller_is_queued():
+    model = RecordingModel()
+    model.gate.clear()
+    batcher = await started(
+        Batcher([model], max_batch_size=4, max_wait_ms=0, max_queue=10, refill_fraction=1000)
+    )
+    first = asyncio.ensure_future(batcher.submit(rows(0), timeout=10))
+    await wait_for(model.entered.is_set)
+    waiting = [asyncio.ensure_future(batcher.submit(rows(v), timeout=10)) for v in (1, 2, 3)]
+    await wait_for(lambda: batcher.queue_depth == 3)
+    model.gate.set()
+    await first
+    # the next batch took the 3 queued requests and waits for the caller the last batch answered
+    await wait_for(lambda: batcher.queue_depth == 0 and len(model.calls) == 1)
+    model.gate.clear()
+    last = asyncio.ensure_future(batcher.submit(rows(4), timeout=10))
+    for _ in range(10):  # a few turns of the event loop, no time: a worker that polled would still wait
+        await asyncio.sleep(0)
+    assert batcher.busy_workers == 1
+    model.gate.set()
+    await asyncio.gather(last, *waiting)
+    assert model.calls == [[0.0], [1.0, 2.0, 3.0, 4.0]]
+    await batcher.close()
+
+
 async def test_full_queue_rejects_exactly_the_excess():
     model = RecordingModel()
     model.gate.clear()

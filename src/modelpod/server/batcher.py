@@ -37,9 +37,6 @@ from modelpod.runtimes.base import Batch
 
 PredictFn = Callable[[Batch], Batch]
 
-# How long a refilling worker lets the event loop read and queue arriving requests before it looks again.
-REFILL_POLL_S = 0.0005
-
 
 class QueueFullError(ModelpodError):
     """The queue holds max_queue requests already."""
@@ -97,6 +94,8 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: collections.deque[_Request] = collections.deque()
         self._arrived = asyncio.Event()
+        self._submitted = 0  # requests ever queued: a refilling worker waits for this count to reach a target
+        self._refill_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
         self._accepting = True
@@ -126,6 +125,9 @@ class Batcher:
         request = _Request(inputs, rows, loop.time() + timeout, loop.create_future())
         self._queue.append(request)
         self._arrived.set()
+        self._submitted += 1
+        if self._refill_waiters:
+            self._wake_refills()
         # a timer on the request's own future rather than asyncio.wait_for, which wraps it in more futures
         # and callbacks per request; a batch of 64 answers 64 of them while the model waits
         expiry = loop.call_at(request.deadline, self._expire, request, timeout)
@@ -227,8 +229,30 @@ class Batcher:
         while len(batch) < expected and sum(r.rows for r in batch) < self.max_batch_size:
             if loop.time() >= deadline:
                 return
-            await asyncio.sleep(REFILL_POLL_S)
+            # what is still queued after a take does not stack with this batch, so wait for new arrivals
+            await self._arrivals(loop, self._submitted + expected - len(batch), deadline)
             batch += self._take(loop, batch)
+
+    async def _arrivals(self, loop: asyncio.AbstractEventLoop, target: int, deadline: float) -> None:
+        """Wait until `target` requests have ever been submitted, or until `deadline`.
+
+        Woken by `submit` the moment the last of them is queued: the batch then starts at once, where
+        looking every half millisecond started it 0.25 ms late on average, with every caller of the
+        batch waiting (minilm at concurrency 64: 64 callers, about 7 ms between batches)."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (target, waiter)
+        self._refill_waiters.append(entry)
+        timer = loop.call_at(deadline, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._refill_waiters.remove(entry)
+
+    def _wake_refills(self) -> None:
+        for target, waiter in self._refill_waiters:
+            if self._submitted >= target:
+                _resolve(waiter)
 
     def _take(self, loop: asyncio.AbstractEventLoop, batch: list[_Request] | None = None) -> list[_Request]:
         """Pop queued requests that stack with the batch's first one, up to max_batch_size rows."""
@@ -255,6 +279,11 @@ class Batcher:
                 break
         self._queue.extendleft(reversed(kept))
         return taken
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def model_thread(index: int) -> concurrent.futures.ThreadPoolExecutor:
