@@ -1,20 +1,22 @@
 -- wrk script: POST the bodies of a file (one JSON document per line) in turn, then print a JSON summary.
 --   wrk -s benchmarks/wrk_bodies.lua URL -- BODIES_FILE
 -- Each wrk thread starts at a random line so that concurrent connections send different items.
-local bodies = {}
+-- The requests are formatted once, in init: wrk shares the cores with the server under test, and
+-- formatting each request anew cost it 2.4 of its 10.5 microseconds of CPU per request (digits).
+local requests = {}
 local index = 0
 
 function init(args)
   for line in io.lines(args[1]) do
-    bodies[#bodies + 1] = line
+    requests[#requests + 1] = wrk.format("POST", nil, {["Content-Type"] = "application/json"}, line)
   end
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
-  index = math.random(#bodies)
+  index = math.random(#requests)
 end
 
 function request()
-  index = index % #bodies + 1
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[index])
+  index = index % #requests + 1
+  return requests[index]
 end
 
 function done(summary, latency, requests)
