@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import tritonclient.http as triton
 from sentence_transformers import SentenceTransformer
 
+from modelpod.runtimes import default_threads
 from tests.server_process import ServerProcess
 
 WAIT = 30  # bound on every wait for the server
@@ -131,6 +133,19 @@ def test_one_access_log_line_per_request_with_its_request_id(digits_server, digi
     assert (line["status"], line["method"], line["path"]) == (200, "POST", "/predict")
     assert line["request_id"] == "access-log-1"
     assert line["duration_ms"] > 0
+
+
+def test_the_model_threads_are_pinned_one_to_each_cpu_when_they_fill_the_cpus(minilm_server):
+    pid = minilm_server.process.pid
+    cpus = sorted(os.sched_getaffinity(pid))
+    expected = default_threads() == len(cpus) >= 2  # runtimes/_pinning.py: only where threads fill the CPUs
+    allowed = {
+        tid: (Path(f"/proc/{pid}/task/{tid}/status").read_text().split("Cpus_allowed_list:")[1].split()[0])
+        for tid in os.listdir(f"/proc/{pid}/task")
+    }
+    single = sorted(int(cpu) for cpu in allowed.values() if cpu.isdigit())
+    assert single == (cpus if expected else []), allowed
+    assert ("intra-op threads pinned, one to each CPU" in minilm_server.log) == expected
 
 
 def test_embeddings_refused_for_a_non_text_model(digits_server):

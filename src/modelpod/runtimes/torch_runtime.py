@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from modelpod.errors import InferenceError, ModelLoadError
+from modelpod.runtimes._pinning import pin_torch_threads
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec
 from modelpod.spec.resolved import ResolvedModel
@@ -77,6 +78,7 @@ def _to_numpy(value: Any) -> np.ndarray:
 def load(model: ResolvedModel, *, threads: int) -> TorchRuntime:
     torch = require("torch", runtime="PyTorch", extra="torch")
     torch.set_num_threads(threads)
+    pin_torch_threads(torch, threads)
     device = str(model.options.get("device", "cpu"))
     path = model.path
     try:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from modelpod.errors import ModelLoadError
+from modelpod.runtimes._pinning import pin_torch_threads
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec
 from modelpod.spec.resolved import ResolvedModel
@@ -154,6 +155,7 @@ def load(model: ResolvedModel, *, threads: int) -> BaseRuntime:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # a server's log is no place for progress bars
     torch = require("torch", runtime="transformers", extra="transformers")
     torch.set_num_threads(threads)
+    pin_torch_threads(torch, threads)
     path = model.path
     if path is None or not path.is_dir():
         raise ModelLoadError(
