@@ -37,7 +37,6 @@ def model_thread():
 worker = threading.Thread(target=model_thread)
 worker.start()
 worker.join()
-result["main"] = threading.get_native_id()
 result["cpus"] = cpus
 print(json.dumps(result))
 """

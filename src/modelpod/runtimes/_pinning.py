@@ -10,8 +10,8 @@ the raw rate, unpinned at 0.954, and the server answered 0.901 against 0.8885 of
 earlier 6 pairs, pinned from outside the process: 0.9065 against 0.895, ahead in every pair). At
 concurrency 1 and 16 it made no difference (172 against 170 requests/s; 0.7745 against 0.7775).
 
-Only where the threads fill the CPUs this process may use (`sched_getaffinity`: a cpuset of its own, a
-VM, a laptop with `server.threads` at its core count). Under a CPU quota without a cpuset the process
+Only where the threads fill the CPUs this process may use (`sched_getaffinity`): a cpuset of its own, a
+VM, a laptop, where the threads default to the core count. Under a CPU quota without a cpuset the process
 may run on every core of the node, and pinning would tie the model to cores other workloads use.
 MODELPOD_PIN_THREADS=0 turns it off.
 """
