@@ -128,11 +128,19 @@ def _rate(predictor: Any, batches: list[dict[str, np.ndarray]], seconds: float) 
 
 
 def main(argv: list[str]) -> None:
-    from modelpod.predictor import Predictor
     from modelpod.server.allocator import keep_freed_memory
-    from modelpod.spec import load_spec
+    from modelpod.server.batcher import model_thread
 
     keep_freed_memory()  # the allocator `modelpod serve` runs with: the limit is the same runtime's
+    # and, as in the server, the model is loaded and run on a thread of its own (where its threads are pinned)
+    with model_thread(0) as thread:
+        thread.submit(_measure, argv).result()
+
+
+def _measure(argv: list[str]) -> None:
+    from modelpod.predictor import Predictor
+    from modelpod.spec import load_spec
+
     example_dir, items_file, sweep_seconds = argv[0], argv[1], float(argv[2])
     predictor = Predictor.from_spec(load_spec(example_dir))
     items = json.loads(Path(items_file).read_text())

@@ -14,8 +14,8 @@ from modelpod.runtimes._pinning import ENV
 
 pytest.importorskip("torch")
 
-# Runs `pin_torch_threads` on a new thread of a process held to two CPUs, then prints which CPUs every
-# thread of the process may run on. SETUP (Python) runs on that thread before the call.
+# Runs `pin_torch_threads` on a new thread (or the main one) of a process held to two CPUs, then prints
+# which CPUs every thread of the process may run on. SETUP (Python) runs on that thread before the call.
 _CHILD = """
 import json, os, sys, threading
 import torch
@@ -34,17 +34,20 @@ def model_thread():
         tid: open(f"/proc/self/task/{tid}/status").read().split("Cpus_allowed_list:")[1].split()[0]
         for tid in os.listdir("/proc/self/task")
     }
-worker = threading.Thread(target=model_thread)
-worker.start()
-worker.join()
+if sys.argv[3] == "main":
+    model_thread()
+else:
+    worker = threading.Thread(target=model_thread)
+    worker.start()
+    worker.join()
 result["cpus"] = cpus
 print(json.dumps(result))
 """
 
 
-def _run(threads: int, setup: str = "", pin: str = "1") -> dict:
+def _run(threads: int, setup: str = "", pin: str = "1", thread: str = "new") -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(threads), setup],
+        [sys.executable, "-c", _CHILD, str(threads), setup, thread],
         env={**os.environ, ENV: pin},
         capture_output=True,
         text=True,
@@ -70,16 +73,17 @@ def test_the_model_thread_and_its_openmp_worker_are_pinned_one_to_each_cpu():
 
 
 @pytest.mark.parametrize(
-    ("threads", "setup", "pin"),
+    ("threads", "setup", "pin", "thread"),
     [
-        (1, "", "1"),  # one thread: nothing to spread
-        (3, "", "1"),  # more threads than the process's 2 CPUs: a quota, not a cpuset of its own
-        (2, "", "0"),  # turned off
-        (2, "torch.ones(1_000_000).add_(1)", "1"),  # the team started before: its workers are unknown
+        (1, "", "1", "new"),  # one thread: nothing to spread
+        (3, "", "1", "new"),  # more threads than the process's 2 CPUs: a quota, not a cpuset of its own
+        (2, "", "0", "new"),  # turned off
+        (2, "torch.ones(1_000_000).add_(1)", "1", "new"),  # the team started before: workers unknown
+        (2, "", "1", "main"),  # its one CPU would pass to every thread and process it starts later
     ],
-    ids=["one-thread", "threads-not-cpus", "turned-off", "team-started-before"],
+    ids=["one-thread", "threads-not-cpus", "turned-off", "team-started-before", "main-thread"],
 )
-def test_nothing_is_pinned_where_pinning_does_not_apply(threads, setup, pin):
-    result = _run(threads, setup, pin)
+def test_nothing_is_pinned_where_pinning_does_not_apply(threads, setup, pin, thread):
+    result = _run(threads, setup, pin, thread)
     assert result["pinned"] is None
     assert _single_cpu_threads(result) == {}

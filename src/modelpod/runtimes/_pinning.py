@@ -13,7 +13,9 @@ concurrency 1 and 16 it made no difference (172 against 170 requests/s; 0.7745 a
 Only where the threads fill the CPUs this process may use (`sched_getaffinity`): a cpuset of its own, a
 VM, a laptop, where the threads default to the core count. Under a CPU quota without a cpuset the process
 may run on every core of the node, and pinning would tie the model to cores other workloads use.
-MODELPOD_PIN_THREADS=0 turns it off.
+MODELPOD_PIN_THREADS=0 turns it off. Never on the main thread: every thread and child process it starts
+later would inherit its one CPU (an application or a test run that loads a model on its main thread);
+`modelpod serve` loads and runs its model on a thread of its own.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def pin_torch_threads(torch: Any, threads: int) -> list[int] | None:
     starts. If that is not exactly `threads - 1` new threads (the team was started already, or another
     thread started one meanwhile), nothing is pinned."""
     if os.environ.get(ENV, "1") == "0" or threads < 2 or not hasattr(os, "sched_setaffinity"):
+        return None
+    if threading.current_thread() is threading.main_thread():
         return None
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) != threads:
