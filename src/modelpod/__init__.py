@@ -6,8 +6,9 @@ The public API is the names in `__all__`; everything else may change. Names reso
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modelpod._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -62,13 +63,7 @@ if TYPE_CHECKING:
     from modelpod.spec import load_spec as load_spec
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'modelpod' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_attributes(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

@@ -6,8 +6,9 @@ the app are imported (server/stop_signal.py).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modelpod._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from modelpod.server.app import create_app as create_app
@@ -17,8 +18,4 @@ _EXPORTS = {"create_app": "modelpod.server.app", "serve": "modelpod.server.run"}
 
 __all__ = ["create_app", "serve"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_attributes(__name__, _EXPORTS, globals())
