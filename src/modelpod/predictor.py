@@ -86,9 +86,34 @@ def to_json(value: np.ndarray | Any) -> Any:
     return value
 
 
+def example_request(example: Example) -> tuple[str, dict[str, Any]]:
+    """The path (without a leading slash) a server takes `example` on, and the body to send: a chat
+    example goes to OpenAI's chat endpoint, greedy unless it says otherwise; any other to /predict."""
+    if example.chat is not None:
+        return "v1/chat/completions", {"temperature": 0, **example.chat}
+    return "predict", {"inputs": example.inputs}
+
+
+def example_outputs(example: Example, answer: Any) -> dict[str, Any]:
+    """The outputs in a server's answer to `example_request` (a chat reply is the output `content`);
+    empty when the answer has none."""
+    try:
+        if example.chat is not None:
+            return {"content": answer["choices"][0]["message"]["content"]}
+        outputs = answer["outputs"]
+    except (KeyError, IndexError, TypeError):
+        return {}
+    return outputs if isinstance(outputs, dict) else {}
+
+
 def compare_outputs(example: Example, outputs: Mapping[str, Any]) -> list[str]:
     """What differs between an example's expected outputs and actual ones; empty when they agree."""
     problems = []
+    if example.contains is not None:
+        texts = [value for value in outputs.values() if isinstance(value, str)]
+        if not any(example.contains in text for text in texts):
+            answer = texts[0] if len(texts) == 1 else texts
+            problems.append(f"the answer {answer!r} does not contain {example.contains!r}")
     for name, expected in (example.expected or {}).items():
         if name not in outputs:
             problems.append(f"output {name!r} is missing")

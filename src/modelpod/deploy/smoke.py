@@ -38,7 +38,7 @@ def smoke_test(
     report: _Steps,
 ) -> tuple[str | None, tuple[str, ...]]:
     """POST each example to the release's Service; (what went wrong or None, names of passed examples)."""
-    from modelpod.predictor import compare_outputs
+    from modelpod.predictor import compare_outputs, example_outputs, example_request
 
     services = [m for m in manifests if m["kind"] == "Service" and m["apiVersion"] == "v1"]
     if not services:
@@ -50,15 +50,15 @@ def smoke_test(
     report.step(f"smoke test: {len(examples)} example(s) through Service/{service['metadata']['name']}")
     problems, passed, unreachable = [], [], False
     for example in examples:
-        body = {"inputs": example.inputs}
+        path, body = example_request(example)
         status, text = _post_until_served(
-            cluster, service, port_ref, body, timeout_s=timeout_s, waiting=waiting
+            cluster, service, port_ref, path, body, timeout_s=timeout_s, waiting=waiting
         )
         if status != 200:
             problems.append(f"example {example.name!r}: HTTP {status}: {text[:500]}")
             unreachable |= status in _NOT_SERVED
             continue
-        mismatches = compare_outputs(example, _outputs(text))
+        mismatches = compare_outputs(example, example_outputs(example, _json(text)))
         problems += [f"example {example.name!r}: {problem}" for problem in mismatches]
         if not mismatches:
             passed.append(example.name)
@@ -74,6 +74,7 @@ def _post_until_served(
     cluster: Cluster,
     service: Manifest,
     port: str,
+    path: str,
     body: dict[str, Any],
     *,
     timeout_s: float,
@@ -88,7 +89,7 @@ def _post_until_served(
             namespace=service["metadata"]["namespace"],
             service=service["metadata"]["name"],
             port=port,
-            path="predict",
+            path=path,
             json_body=body,
             timeout=remaining,
         )
@@ -98,9 +99,8 @@ def _post_until_served(
         waiting.sleep(min(waiting.interval_s, remaining))
 
 
-def _outputs(text: str) -> dict[str, Any]:
+def _json(text: str) -> Any:
     try:
-        outputs = json.loads(text)["outputs"]
-    except (ValueError, KeyError, TypeError):
-        return {}
-    return outputs if isinstance(outputs, dict) else {}
+        return json.loads(text)
+    except ValueError:
+        return None

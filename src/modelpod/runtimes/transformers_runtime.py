@@ -5,7 +5,9 @@ Tasks (`model.options.task`, detected when omitted):
   Option `normalize` (default false) scales embeddings to unit length.
 - `text-classification`: a transformers *ForSequenceClassification directory. Input `text`, outputs
   `probabilities` [num_labels] and `label` (the config's label name of the most probable class).
-Options for both: `device` ("cpu" by default), `max_length` (tokens; the model's limit by default).
+- `text-generation`: a causal language model (*ForCausalLM), served through the OpenAI chat and
+  completions endpoints with continuous batching (runtimes/generation_runtime.py).
+Options for all: `device` ("cpu" by default), `max_length` (tokens; the model's limit by default).
 
 Models load from the directory only: HF_HUB_OFFLINE is set so that nothing is fetched from a hub.
 """
@@ -26,7 +28,7 @@ from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec
 from modelpod.spec.resolved import ResolvedModel
 
-TASKS = ("embeddings", "text-classification")
+TASKS = ("embeddings", "text-classification", "text-generation")
 _TEXT = TensorSpec(name="text", dtype="string", shape=())
 
 
@@ -144,8 +146,11 @@ def detect_task(path: Path) -> str | None:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+    architectures = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "text-classification"
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        return "text-generation"
     return None
 
 
@@ -170,11 +175,14 @@ def load(model: ResolvedModel, *, threads: int) -> BaseRuntime:
     device = str(model.options.get("device", "cpu"))
     max_length = model.options.get("max_length")
     try:
-        runtime = (
-            _load_embeddings(torch, model, device, max_length)
-            if task == "embeddings"
-            else _load_classifier(torch, model, device, max_length)
-        )
+        if task == "text-generation":
+            from modelpod.runtimes.generation_runtime import load_generator
+
+            runtime: BaseRuntime = load_generator(torch, model, device)
+        elif task == "embeddings":
+            runtime = _load_embeddings(torch, model, device, max_length)
+        else:
+            runtime = _load_classifier(torch, model, device, max_length)
     except ModelLoadError:
         raise
     except Exception as exc:

@@ -4,12 +4,14 @@ Inference routes are served on the direct path of `ServerApp` (server/asgi.py); 
 
 Start-up returns at once and loads the model on a worker thread (STARTING), so liveness answers while
 a large model loads; READY when it is loaded and warmed up, FAILED (with one log line) when it is not.
-Shut-down drains the batcher within the drain budget.
+Shut-down drains the batcher within the drain budget. A text-generation model runs under the generation
+engine (server/generation/) instead of the batcher, on the same one model thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -23,15 +25,21 @@ from starlette.routing import Route
 
 from modelpod.errors import ModelpodError
 from modelpod.predictor import Predictor
+from modelpod.runtimes.generation_runtime import TextGenerator
 from modelpod.server import openai_api, openapi, protocol_v2, simple
 from modelpod.server.asgi import ServerApp
 from modelpod.server.batcher import Batcher, BatchStats, model_thread
-from modelpod.server.metrics import CONTENT_TYPE
+from modelpod.server.generation import routes as generation_routes
+from modelpod.server.generation.engine import GenerationEngine, GenerationLimits
+from modelpod.server.metrics import CONTENT_TYPE, GenerationMetrics
 from modelpod.server.responses import error_response
 from modelpod.server.state import ApiError, Health, ServerState
 from modelpod.spec.resolved import Spec
 
 log = logging.getLogger("modelpod.server")
+
+# at shut-down, how long the generation engine may take to end the step it is in
+_ENGINE_STOP_S = 30.0
 
 
 def create_app(
@@ -71,6 +79,7 @@ def create_app(
         *simple.routes(state),
         *protocol_v2.inference_routes(state),
         *openai_api.inference_routes(state),
+        *generation_routes.inference_routes(state),
     ]
     return ServerApp(state, inference, others)
 
@@ -104,6 +113,10 @@ async def _load(
         thread.shutdown(wait=False)
         _fail(state, f"{type(exc).__name__}: {exc}", on_failure)
         return
+    if isinstance(predictor.runtime, TextGenerator):
+        _start_engine(state, predictor.runtime, thread)
+        _ready(state, predictor)
+        return
     server = state.spec.server
     batcher = Batcher(
         [predictor.predict],
@@ -115,9 +128,41 @@ async def _load(
         threads=[thread],
     )
     batcher.start()
-    state.predictor, state.batcher = predictor, batcher
+    state.batcher = batcher
     state.metrics.queue_now.set_function(lambda: batcher.queue_depth)
     state.metrics.busy_now.set_function(lambda: batcher.busy_workers)
+    _ready(state, predictor)
+
+
+def _start_engine(
+    state: ServerState, model: TextGenerator, thread: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """Run the generation engine's loop on the model's thread for the life of the server."""
+    settings = state.spec.generation
+    context = settings.max_context_tokens or model.max_context
+    limits = GenerationLimits(
+        max_running=settings.max_running_sequences,
+        max_step_tokens=settings.max_tokens_per_step,
+        max_context=context,
+        # by default room for one full-length sequence, or for every running one at up to 2,048 tokens
+        kv_budget=settings.kv_cache_tokens
+        or max(context, settings.max_running_sequences * min(context, 2048)),
+        max_queue=state.spec.server.max_queue,
+    )
+    metrics = GenerationMetrics(state.metrics)
+    loop = asyncio.get_running_loop()
+    engine = GenerationEngine(model, limits, loop=loop, observer=metrics)
+    metrics.running.set_function(lambda: engine.running)
+    metrics.waiting.set_function(lambda: engine.waiting)
+    metrics.kv_usage.set_function(lambda: engine.kv_usage)
+    state.metrics.queue_now.set_function(lambda: engine.waiting)
+    state.engine = engine
+    state.engine_stopped = loop.run_in_executor(thread, engine.run)
+    state.generate = generation_routes.texts_for_prompts(state, engine)
+
+
+def _ready(state: ServerState, predictor: Predictor) -> None:
+    state.predictor = predictor
     state.metrics.load_seconds.labels(state.name).set(predictor.load_seconds)
     state.health = Health.READY
     log.info(
@@ -144,6 +189,11 @@ def _observe(state: ServerState, stats: BatchStats) -> None:
 async def _stop(state: ServerState) -> None:
     if state.health is not Health.FAILED:
         state.health = Health.DRAINING
+    if state.engine is not None and state.engine_stopped is not None:
+        # uvicorn has drained the requests (server/run.py); the engine ends its step and fails what is left
+        state.engine.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(state.engine_stopped), _ENGINE_STOP_S)
     if state.batcher is not None:
         if not await state.batcher.drain(state.spec.server.drain_timeout_s):
             log.warning(

@@ -10,17 +10,24 @@ Why: with a model batching 64 requests, every request's answer is written and th
 while the model waits; Starlette's routing, exception and response layers made up about a third of that
 per-request time (py-spy, digits at concurrency 16). Everything else (health, metadata, metrics, docs)
 is served by the Starlette app passed in as `fallback`.
+
+A handler may answer with a stream (`Reply.stream`, server-sent events of text generation): its parts are
+sent as they come. On a route with `watch_disconnect`, the handler runs beside a watch for the client's
+disconnect, and is cancelled when the client goes away, so what it waits on (a sequence in the
+generation engine) is freed at once instead of when the answer is complete.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import count
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,6 +48,7 @@ class Call:
     body: bytes
     headers: Mapping[str, str]  # names in lower case
     params: Mapping[str, str]  # from the route template, e.g. {"name": "digits"}
+    log: dict[str, Any] = field(default_factory=dict)  # fields the handler adds to the access-log line
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Reply:
     status: int = 200
     content_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
+    stream: AsyncGenerator[bytes, None] | None = None  # a body sent in parts as they come, not `body`
 
 
 Handler = Callable[[Call], Awaitable[Reply]]
@@ -61,6 +70,7 @@ class InferenceRoute:
     template: str
     handler: Handler
     openai_errors: bool = False  # answer errors in OpenAI's shape, which its SDKs parse
+    watch_disconnect: bool = False  # cancel the handler when the client disconnects
     _pattern: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +112,7 @@ class ServerApp:
         token = request_id.set(rid)
         started = time.perf_counter()
         status, endpoint = CLIENT_GONE, "unmatched"
+        log_fields: dict[str, Any] = {}
         self.state.inflight += 1  # the in-flight gauge reads this (ServerState)
         try:
             segments = scope["path"].split("/")
@@ -109,7 +120,8 @@ class ServerApp:
                 params = route.match(segments)
                 if params is not None:
                     endpoint = route.template
-                    status = await self._direct(route, params, headers, scope, receive, send, rid)
+                    call = Call(b"", headers, params, log_fields)
+                    status = await self._direct(route, call, scope, receive, send, rid)
                     break
             else:
                 status = await self._fallback(scope, receive, send, rid)
@@ -119,39 +131,39 @@ class ServerApp:
             seconds = time.perf_counter() - started
             self.state.metrics.observe_request(endpoint, status, seconds)
             if self.access_log is not None:
-                self.access_log.request(scope["method"], scope["path"], status, seconds, rid)
+                self.access_log.request(scope["method"], scope["path"], status, seconds, rid, log_fields)
             request_id.reset(token)
 
     async def _direct(
-        self,
-        route: InferenceRoute,
-        params: dict[str, str],
-        headers: dict[str, str],
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        rid: str,
+        self, route: InferenceRoute, call: Call, scope: Scope, receive: Receive, send: Send, rid: str
     ) -> int:
         try:
             if scope["method"] != "POST":
                 raise ApiError(405, f"{scope['method']} is not allowed on {scope['path']}")
-            self.state.check_auth(headers.get("authorization"))  # before reading a stranger's body
-            body = await self._read_body(headers, receive)
-            reply = await route.handler(Call(body, headers, params))
+            self.state.check_auth(call.headers.get("authorization"))  # before reading a stranger's body
+            body = await self._read_body(call.headers, receive)
         except _ClientGone:
             return CLIENT_GONE
         except ApiError as exc:
-            render = openai_error_body if route.openai_errors else error_body
-            reply = Reply(render(exc.status, exc.message), exc.status, headers=exc.headers)
+            await _send_reply(send, _error_reply(route, exc.status, exc.message, exc.headers), rid)
+            return exc.status
+        call = Call(body, call.headers, call.params, call.log)
+        if route.watch_disconnect:
+            return await _unless_disconnected(self._respond(route, call, scope, send, rid), receive)
+        return await self._respond(route, call, scope, send, rid)
+
+    async def _respond(self, route: InferenceRoute, call: Call, scope: Scope, send: Send, rid: str) -> int:
+        try:
+            reply = await route.handler(call)
+        except ApiError as exc:
+            reply = _error_reply(route, exc.status, exc.message, exc.headers)
         except Exception:  # a bug of ours or of a runtime: answer 500 and keep serving
             log.exception("unexpected error in %s %s", scope["method"], scope["path"])
-            message = f"internal server error (request id {rid})"
-            render = openai_error_body if route.openai_errors else error_body
-            reply = Reply(render(500, message), 500)
+            reply = _error_reply(route, 500, f"internal server error (request id {rid})")
         await _send_reply(send, reply, rid)
         return reply.status
 
-    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
         """The whole body, or 413 as soon as it is known to be over the limit (by Content-Length up
         front, or by counting the chunks of a chunked body as they arrive)."""
         declared = headers.get("content-length", "")
@@ -195,15 +207,52 @@ class ServerApp:
         return status
 
 
+def _error_reply(
+    route: InferenceRoute, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Reply:
+    render = openai_error_body if route.openai_errors else error_body
+    return Reply(render(status, message), status, headers=dict(headers or {}))
+
+
 async def _send_reply(send: Send, reply: Reply, rid: str) -> None:
-    headers = [
-        (b"content-type", reply.content_type.encode()),
-        (b"content-length", str(len(reply.body)).encode()),
-        (b"x-request-id", rid.encode()),
-    ]
+    headers = [(b"content-type", reply.content_type.encode()), (b"x-request-id", rid.encode())]
+    if reply.stream is None:
+        headers.append((b"content-length", str(len(reply.body)).encode()))
     headers += [(name.lower().encode(), value.encode()) for name, value in reply.headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    if reply.stream is None:
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    # aclosing: a cancelled stream runs its own clean-up (freeing its sequence) now, not at collection
+    async with contextlib.aclosing(reply.stream) as parts:
+        try:
+            async for part in parts:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+        except Exception:  # a bug in the stream: the head is sent, so end the body rather than hang
+            log.exception("the answer's stream failed")
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _unless_disconnected(responding: Awaitable[int], receive: Receive) -> int:
+    """Run `responding` until it ends or the client disconnects, whichever comes first; on a disconnect
+    it is cancelled and the status is CLIENT_GONE."""
+    answer = asyncio.ensure_future(responding)
+    watch = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not answer.done():
+            answer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answer
+    return answer.result() if not answer.cancelled() else CLIENT_GONE
+
+
+async def _disconnected(receive: Receive) -> None:
+    # the body has been read, so the server's next message is the disconnect
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _request_ids() -> Callable[[], str]:

@@ -17,6 +17,7 @@ import contextvars
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import orjson
@@ -85,8 +86,18 @@ class AccessLog:
         self._timestamps = _Timestamps()
         self._pending: list[str] = []
 
-    def request(self, method: str, path: str, status: int, seconds: float, rid: str | None) -> None:
+    def request(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        rid: str | None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         fields = {"status": status, "duration_ms": round(seconds * 1000, 3), "method": method, "path": path}
+        if extra:  # e.g. a generation's prompt_tokens and completion_tokens
+            fields.update(extra)
         handler = _direct_handler(self._logger)
         if handler is None or not self._logger.isEnabledFor(logging.INFO):
             # logging is not (or no longer) as configure_logging set it up: go through it

@@ -82,3 +82,74 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# seconds to the first token: a prefill, plus any wait in the queue
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# seconds between tokens of one sequence: one decode step, longer when prefills come in between
+_ITL_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
+_STEP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+class GenerationMetrics:
+    """Text generation's metrics, named as vLLM's are (`vllm:` there, `modelpod_` here), so dashboards
+    and autoscalers treat both alike. Registered only for a text-generation model; fed by the engine's
+    thread (prometheus_client's metrics take a lock of their own)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        r, model = metrics.registry, metrics.model
+        self.ttft = Histogram(
+            "modelpod_time_to_first_token_seconds",
+            "Time from a generation request's arrival to its first token.",
+            ["model"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        ).labels(model)
+        self.itl = Histogram(
+            "modelpod_inter_token_latency_seconds",
+            "Time between two tokens of one sequence.",
+            ["model"],
+            buckets=_ITL_BUCKETS,
+            registry=r,
+        ).labels(model)
+        self.prompt = Counter(
+            "modelpod_prompt_tokens", "Prompt tokens prefilled.", ["model"], registry=r
+        ).labels(model)
+        self.generated = Counter(
+            "modelpod_generation_tokens", "Tokens generated.", ["model"], registry=r
+        ).labels(model)
+        self.running = Gauge(
+            "modelpod_running_sequences", "Sequences in the running batch.", ["model"], registry=r
+        ).labels(model)
+        self.waiting = Gauge(
+            "modelpod_waiting_sequences", "Sequences waiting to join the batch.", ["model"], registry=r
+        ).labels(model)
+        self.kv_usage = Gauge(
+            "modelpod_kv_cache_usage_ratio",
+            "Share of the KV-cache budget reserved by running sequences.",
+            ["model"],
+            registry=r,
+        ).labels(model)
+        self.step_tokens = Histogram(
+            "modelpod_step_tokens",
+            "Tokens one step computed: prompt tokens prefilled plus one per decoded sequence.",
+            ["model"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        ).labels(model)
+
+    # the engine's Observer protocol (server/generation/engine.py)
+    def first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
+
+    def next_token(self, seconds: float) -> None:
+        self.itl.observe(seconds)
+
+    def prompt_tokens(self, count: int) -> None:
+        self.prompt.inc(count)
+
+    def generated_tokens(self, count: int) -> None:
+        self.generated.inc(count)
+
+    def step(self, tokens: int) -> None:
+        self.step_tokens.observe(tokens)

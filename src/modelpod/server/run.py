@@ -61,9 +61,21 @@ class ModelServer(uvicorn.Server):
             log.warning(
                 "drain budget of %.1fs ran out with %d requests in flight", budget, self.state.inflight
             )
+            await self._cut_generations()
         else:
             log.info("drained: no request in flight")
         self.should_exit = True
+
+    async def _cut_generations(self) -> None:
+        """End the generations still running with an error event (their streams then send `[DONE]`), and
+        give their handlers a moment to write it, so that no stream is cut off mid-answer."""
+        engine = self.state.engine
+        if engine is None:
+            return
+        engine.abort_all("the server is shutting down and its drain budget ran out; retry the request")
+        deadline = time.monotonic() + _CLOSE_IDLE_SECONDS
+        while self.state.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

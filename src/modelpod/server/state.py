@@ -10,15 +10,17 @@ Liveness answers 200 in STARTING, READY and DRAINING; readiness only in READY.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from modelpod.errors import InferenceError, InputError
 from modelpod.predictor import Predictor
 from modelpod.runtimes.base import Batch
 from modelpod.server.batcher import Batcher, DeadlineError, DrainingError, QueueFullError
+from modelpod.server.generation.engine import GenerationEngine
 from modelpod.server.logs import request_id
 from modelpod.server.metrics import Metrics
 from modelpod.spec.resolved import Spec
@@ -50,6 +52,10 @@ class ServerState:
         self.metrics = Metrics(spec.name, spec.server.max_batch_size)
         self.predictor: Predictor | None = None
         self.batcher: Batcher | None = None
+        # a text-generation model runs under the engine instead of the batcher (server/generation/)
+        self.engine: GenerationEngine | None = None
+        self.engine_stopped: asyncio.Future[None] | None = None  # the engine's loop, done when it ends
+        self.generate: Callable[[Batch], Awaitable[Batch]] | None = None  # /predict and v2 through it
         self.auth_token = auth_token
         self.started_at = int(time.time())
         self.failure: str | None = None
@@ -88,6 +94,8 @@ class ServerState:
     async def infer(self, inputs: Batch) -> Batch:
         """Run coerced inputs (batch dimension first) through the batcher; failures become ApiErrors."""
         self.loaded()
+        if self.generate is not None:
+            return await self.generate(inputs)
         if self.batcher is None:
             raise ApiError(503, f"model {self.name} is {self.health.value}")
         try:

@@ -208,6 +208,7 @@ def _resolve(
         model=model,
         python=file.python,
         server=file.server,
+        generation=file.generation,
         resources=file.resources,
         scaling=file.scaling,
         image=ResolvedImage(repository=file.image.repository or file.name, base=file.image.base),
@@ -305,9 +306,11 @@ def _resolve_examples(
                     )
                 )
                 continue
-        if inputs is None:  # ExampleSection guarantees inputs or file; this keeps type checkers informed
+        if section.chat is not None:
+            inputs = {}
+        if inputs is None:  # ExampleSection guarantees inputs, file or chat; for type checkers
             continue
-        if model.signature is not None:
+        if model.signature is not None and section.chat is None:
             try:
                 model.signature.coerce_inputs(inputs, batched=False)
             except InputError as exc:
@@ -315,7 +318,15 @@ def _resolve_examples(
                     SpecIssue(f"examples[{i}].inputs", str(exc), hint="match model.signature.inputs")
                 )
         examples.append(
-            Example(name=section.name, inputs=inputs, expected=expected, atol=section.atol, rtol=section.rtol)
+            Example(
+                name=section.name,
+                inputs=inputs,
+                expected=expected,
+                chat=section.chat,
+                contains=section.contains,
+                atol=section.atol,
+                rtol=section.rtol,
+            )
         )
     return tuple(examples)
 

@@ -88,6 +88,39 @@ class ServerSection(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class GenerationSection(Section):
+    """Text generation (causal language models): the limits of continuous batching."""
+
+    max_running_sequences: int = Field(
+        default=16, ge=1, le=4096, description="Sequences decoded together in one step; the rest wait."
+    )
+    max_tokens_per_step: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        description="Prompt tokens one step may prefill for newly admitted sequences (a longer prompt is "
+        "prefilled alone in a step of its own).",
+    )
+    max_context_tokens: int | None = Field(
+        default=None,
+        ge=2,
+        le=10_000_000,
+        description="Prompt plus generated tokens of one sequence; default the model's "
+        "max_position_embeddings. Longer prompts get 400.",
+    )
+    kv_cache_tokens: int | None = Field(
+        default=None,
+        ge=2,
+        le=100_000_000,
+        description="KV-cache budget in tokens: each running sequence reserves its prompt plus its "
+        "max_tokens, and a sequence waits until its reservation fits; default the larger of the context "
+        "and max_running_sequences x min(context, 2048).",
+    )
+    default_max_tokens: int = Field(
+        default=512, ge=1, le=10_000_000, description="Tokens to generate when a request gives no max_tokens."
+    )
+
+
 class ResourcesSection(Section):
     cpu: str = Field(default="1", pattern=CPU_PATTERN, description='CPU cores, e.g. "2" or "500m".')
     memory: str = Field(default="1Gi", pattern=MEMORY_PATTERN, description='Memory, e.g. "2Gi".')
@@ -311,6 +344,14 @@ class TrainSection(Section):
 class ExampleSection(Section):
     name: str = "example"
     inputs: dict[str, Any] | None = Field(default=None, description="One item's inputs by name.")
+    chat: dict[str, Any] | None = Field(
+        default=None,
+        description="For a text-generation model: an OpenAI chat request (messages, max_tokens, ...), "
+        "sent to /v1/chat/completions; greedy unless it sets temperature.",
+    )
+    contains: str | None = Field(
+        default=None, description="Text the answer must contain (a chat example's reply, or a text output)."
+    )
     expected: dict[str, Any] | None = Field(default=None, description="Expected outputs by name.")
     file: str | None = Field(
         default=None, description='JSON file with "inputs" and "expected", relative to modelpod.yaml.'
@@ -320,8 +361,14 @@ class ExampleSection(Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> ExampleSection:
-        if (self.inputs is None) == (self.file is None):
-            raise ValueError("give either inputs (with optional expected) or file, not both and not neither")
+        sources = [self.inputs is not None, self.file is not None, self.chat is not None]
+        if sum(sources) != 1:
+            raise ValueError(
+                "give exactly one of inputs (with optional expected), file, or chat (a text-generation "
+                "model's chat request)"
+            )
+        if self.chat is not None and not isinstance(self.chat.get("messages"), list):
+            raise ValueError('a chat example needs messages, e.g. [{role: user, content: "Hello"}]')
         return self
 
 
@@ -336,6 +383,9 @@ class SpecFile(Section):
     model: ModelSection
     python: PythonSection = Field(default_factory=PythonSection)
     server: ServerSection = Field(default_factory=ServerSection)
+    generation: GenerationSection = Field(
+        default_factory=GenerationSection, description="Continuous batching of text-generation models."
+    )
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     scaling: ScalingSection = Field(default_factory=ScalingSection)
     image: ImageSection = Field(default_factory=ImageSection)

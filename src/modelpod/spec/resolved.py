@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from modelpod.signature import Signature
 from modelpod.spec.model import (
+    GenerationSection,
     KubernetesSection,
     PythonSection,
     ResourcesSection,
@@ -37,6 +38,8 @@ class Example(_Frozen):
     expected: dict[str, Any] | None
     atol: float
     rtol: float
+    chat: dict[str, Any] | None = None  # an OpenAI chat request, for text-generation models
+    contains: str | None = None  # text the answer must contain
 
 
 class ResolvedImage(_Frozen):
@@ -50,6 +53,7 @@ class Spec(_Frozen):
     model: ResolvedModel
     python: PythonSection
     server: ServerSection
+    generation: GenerationSection
     resources: ResourcesSection
     scaling: ScalingSection
     image: ResolvedImage

@@ -1,0 +1,1 @@
+"""Text generation: continuous batching (engine.py) and OpenAI's chat and completions routes (routes.py)."""

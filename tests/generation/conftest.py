@@ -1,0 +1,46 @@
+"""Models for the text-generation tests: SmolLM2-135M-Instruct (converted on first use) and a tiny Llama.
+
+SmolLM2 answers sensibly but costs about 0.5 s of loading and tens of milliseconds a token on 2 CPUs;
+the tiny Llama (random weights, SmolLM2's tokenizer) loads and decodes in milliseconds, for tests of the
+batching itself rather than of the answers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.generation.tiny_llama import build_tiny_llama
+
+SMOLLM2 = Path(__file__).resolve().parents[2] / "examples" / "smollm2"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """examples/smollm2/model, converted by examples/smollm2/prepare.py if it is missing."""
+    model = SMOLLM2 / "model"
+    if not (model / "model.safetensors").exists():
+        result = subprocess.run(
+            [sys.executable, str(SMOLLM2 / "prepare.py")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"smollm2/prepare.py failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, built once per session."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_dir)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the server runs on asyncio (uvloop)
