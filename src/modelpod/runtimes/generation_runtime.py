@@ -82,10 +82,6 @@ class TextGenerator(BaseRuntime):
         ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
         return [int(i) for i in ids]
 
-    def kv_bytes_per_token(self) -> int:
-        element = int(self._torch.finfo(self.model.dtype).bits) // 8
-        return 2 * self._layers * self._kv_heads * self._head_dim * element
-
     # --- the engine's primitives (model thread only) ----------------------------------------------------
 
     def start_batch(self, max_rows: int) -> None:

@@ -144,9 +144,7 @@ def _start_engine(
         max_running=settings.max_running_sequences,
         max_step_tokens=settings.max_tokens_per_step,
         max_context=context,
-        # by default room for one full-length sequence, or for every running one at up to 2,048 tokens
-        kv_budget=settings.kv_cache_tokens
-        or max(context, settings.max_running_sequences * min(context, 2048)),
+        kv_budget=settings.kv_budget(context),
         max_queue=state.spec.server.max_queue,
     )
     metrics = GenerationMetrics(state.metrics)

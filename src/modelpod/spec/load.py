@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from modelpod.errors import InputError, SpecError, SpecIssue
 from modelpod.signature import suggest
 from modelpod.spec._issues import Loc, format_path, line_index, validation_issues, yaml_issue
+from modelpod.spec.footprint import read_footprint
 from modelpod.spec.formats import detect_format
 from modelpod.spec.model import FORMATS, SpecFile
 from modelpod.spec.resolved import Example, ResolvedImage, ResolvedModel, Spec
@@ -275,6 +276,10 @@ def _resolve_model(file: SpecFile, root: Path, require_model: bool, issues: list
                 "model.signature", "a custom class needs a signature", hint="declare its inputs and outputs"
             )
         )
+    footprint = None
+    if fmt == "transformers" and path is not None and path.is_dir():
+        dtype, device = section.options.get("dtype"), str(section.options.get("device", "cpu"))
+        footprint = read_footprint(path, dtype=str(dtype) if dtype else None, device=device)
     return ResolvedModel(
         path=path,
         format=fmt or "custom",
@@ -282,6 +287,7 @@ def _resolve_model(file: SpecFile, root: Path, require_model: bool, issues: list
         signature=section.signature,
         options=section.options,
         code_dir=root,
+        footprint=footprint,
     )
 
 

@@ -120,6 +120,11 @@ class GenerationSection(Section):
         default=512, ge=1, le=10_000_000, description="Tokens to generate when a request gives no max_tokens."
     )
 
+    def kv_budget(self, context: int) -> int:
+        """kv_cache_tokens, or by default room for one sequence of the whole context, or for every running
+        sequence at up to 2,048 tokens, whichever is more."""
+        return self.kv_cache_tokens or max(context, self.max_running_sequences * min(context, 2048))
+
 
 class ResourcesSection(Section):
     cpu: str = Field(default="1", pattern=CPU_PATTERN, description='CPU cores, e.g. "2" or "500m".')

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from modelpod.signature import Signature
+from modelpod.spec.footprint import Footprint
 from modelpod.spec.model import (
     GenerationSection,
     KubernetesSection,
@@ -30,6 +31,7 @@ class ResolvedModel(_Frozen):
     signature: Signature | None  # None: the runtime reads it from the model
     options: dict[str, Any]
     code_dir: Path  # the spec's directory: custom classes are imported from here
+    footprint: Footprint | None = None  # a language model's size, for sizing its pods (spec/footprint.py)
 
 
 class Example(_Frozen):

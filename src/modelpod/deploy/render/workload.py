@@ -13,6 +13,7 @@ from modelpod.deploy.render.pod import (
     resource_requirements,
     scratch_volumes,
 )
+from modelpod.deploy.render.sizing import serving_resources, startup_budget_s
 from modelpod.spec.resolved import Spec
 
 CONTAINER = "server"
@@ -63,7 +64,7 @@ def probes(spec: Spec) -> dict[str, Any]:
     def http(path: str, **fields: int) -> dict[str, Any]:
         return {"httpGet": {"path": path, "port": PORT_NAME}, **fields}
 
-    budget = spec.kubernetes.startup_timeout_s
+    budget = startup_budget_s(spec)
     return {
         "startupProbe": http(
             model_ready_path(spec),
@@ -102,7 +103,7 @@ def server_container(spec: Spec, image: ImageRef, mounts: list[dict[str, Any]]) 
         "imagePullPolicy": spec.kubernetes.image_pull_policy,
         "args": server_args(spec),
         "ports": [{"name": PORT_NAME, "containerPort": spec.server.port, "protocol": "TCP"}],
-        "resources": resource_requirements(spec, spec.resources),
+        "resources": resource_requirements(spec, serving_resources(spec)),
         "securityContext": container_security_context(),
         **probes(spec),
         "volumeMounts": mounts,
@@ -144,7 +145,11 @@ def render_deployment(spec: Spec, image: ImageRef) -> dict[str, Any]:
         body["replicas"] = spec.scaling.replicas
     body |= {
         "revisionHistoryLimit": 10,
-        "progressDeadlineSeconds": spec.kubernetes.progress_deadline_s,
+        # a model that takes longer to load than the rollout deadline would fail every rollout
+        "progressDeadlineSeconds": max(
+            spec.kubernetes.progress_deadline_s,
+            startup_budget_s(spec) + spec.kubernetes.progress_deadline_s - spec.kubernetes.startup_timeout_s,
+        ),
         "selector": {"matchLabels": selector_labels(spec)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": server_pod_template(spec, image),

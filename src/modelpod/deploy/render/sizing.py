@@ -1,0 +1,61 @@
+"""A language model's pod, sized from the model (spec/footprint.py) rather than from a guess.
+
+Memory: the weights as served, the KV-cache budget (`generation.kv_cache_tokens` at the model's bytes per
+token) and the Python runtime with torch and transformers loaded. A spec asking for less gets that much
+instead (it would be OOM-killed at full load); one asking for more keeps what it asked for.
+Start-up: reading and loading the weights at a conservative rate, plus a margin; the startup probe's
+budget is the larger of that and `kubernetes.startup_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from modelpod.spec.model import ResourcesSection
+from modelpod.spec.resolved import Spec
+
+MIB = 1024 * 1024
+# a process with modelpod's server, torch, transformers and sentence-transformers imported and no model
+# loaded: 432 MiB resident (measured here on x86-64); the rest is headroom for activations and slack
+RUNTIME_BYTES = 768 * MIB
+# weights read and materialised per second at start-up: a network volume or a cold page cache, not a laptop
+LOAD_BYTES_PER_S = 50 * 1000 * 1000
+STARTUP_MARGIN_S = 120
+
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_UNITS |= {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("512Mi", "2G", "1.5Gi") in bytes."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity)
+    if match is None or match.group(2) not in _UNITS:
+        raise ValueError(f"not a memory quantity: {quantity!r}")
+    return math.ceil(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def model_memory_bytes(spec: Spec) -> int | None:
+    """What serving the spec's language model takes, or None for any other model."""
+    footprint = spec.model.footprint
+    if footprint is None:
+        return None
+    context = spec.generation.max_context_tokens or footprint.context_tokens
+    kv_cache = spec.generation.kv_budget(context) * footprint.kv_bytes_per_token
+    return footprint.weights_bytes + kv_cache + RUNTIME_BYTES
+
+
+def serving_resources(spec: Spec) -> ResourcesSection:
+    """The spec's resources, with memory raised to what its language model needs."""
+    needed = model_memory_bytes(spec)
+    if needed is None or needed <= memory_bytes(spec.resources.memory):
+        return spec.resources
+    return spec.resources.model_copy(update={"memory": f"{math.ceil(needed / MIB)}Mi"})
+
+
+def startup_budget_s(spec: Spec) -> int:
+    footprint = spec.model.footprint
+    budget = spec.kubernetes.startup_timeout_s
+    if footprint is not None:
+        budget = max(budget, math.ceil(footprint.weights_bytes / LOAD_BYTES_PER_S) + STARTUP_MARGIN_S)
+    return budget
