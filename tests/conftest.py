@@ -57,6 +57,23 @@ def minilm_dir() -> Path:
     return prepare_example("minilm")
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """examples/smollm2/model, converted by examples/smollm2/prepare.py if it is missing."""
+    model = EXAMPLES / "smollm2" / "model"
+    if not (model / "model.safetensors").exists():
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLES / "smollm2" / "prepare.py")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"smollm2/prepare.py failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return model
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path) -> Callable[..., Path]:
     """Write a modelpod.yaml (dedented) into a fresh directory with an empty model.onnx beside it."""

@@ -7,32 +7,11 @@ sequence on 2 busy CPUs. The tiny Llama (3.2M random weights, SmolLM2's tokenize
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.generation.tiny_llama import build_tiny_llama
-
-SMOLLM2 = Path(__file__).resolve().parents[2] / "examples" / "smollm2"
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    """examples/smollm2/model, converted by examples/smollm2/prepare.py if it is missing."""
-    model = SMOLLM2 / "model"
-    if not (model / "model.safetensors").exists():
-        result = subprocess.run(
-            [sys.executable, str(SMOLLM2 / "prepare.py")],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"smollm2/prepare.py failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return model
 
 
 @pytest.fixture(scope="session")

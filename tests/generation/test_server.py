@@ -273,3 +273,10 @@ def test_sigterm_lets_streams_finish_within_the_drain_budget_and_cuts_the_rest_c
         assert "Traceback" not in server.log
     finally:
         server.stop()
+
+
+def test_the_openapi_document_lists_the_generation_endpoints(server: ServerProcess) -> None:
+    document = httpx.get(f"{server.url}/openapi.json", timeout=5).json()
+    chat = document["paths"]["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"]["required"] == ["messages"]
+    assert "/v1/completions" in document["paths"]

@@ -120,6 +120,18 @@ def minilm_image(
     return build_example(directory, "modelpod-test/minilm:buildkit", wheelhouse=WHEELHOUSE)
 
 
+@pytest.fixture(scope="session")
+def smollm2_image(
+    build_example: Callable[..., tuple[Path, BuildResult, QuietReporter]],
+    smollm2_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, BuildResult, QuietReporter]:
+    """SmolLM2 shares minilm's dependencies (the transformers extra): its build reuses that layer."""
+    require(WHEELHOUSE.is_dir(), "the CPU torch wheelhouse", f"{WHEELHOUSE} holds torch's CPU wheel here")
+    directory = copy_example(smollm2_dir.parent, tmp_path_factory.mktemp("images") / "smollm2")
+    return build_example(directory, "modelpod-test/smollm2:buildkit", wheelhouse=WHEELHOUSE)
+
+
 def docker(
     *args: str, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -111,7 +111,19 @@ def wait_ready(url: str, name: str, timeout: float) -> None:
     raise AssertionError(f"{name} not ready in {timeout}s:\n{docker('logs', '--tail', '40', name).stderr}")
 
 
-@pytest.mark.parametrize("example", ["digits", "minilm"])
+def test_smollm2_image_keeps_its_weights_apart_and_answers_its_chat_example(smollm2_image: Built) -> None:
+    directory, result, _ = smollm2_image
+    print(
+        f"\nsmollm2 image: {result.size / 1e6:.1f} MB, built in {result.seconds:.1f}s; groups {result.groups}"
+    )
+    weights = sum(f.stat().st_size for f in (directory / "model").iterdir())
+    assert result.groups["weights"] == weights  # the weights are a layer of their own
+    assert result.smoke is not None
+    assert result.smoke.examples == ("capital",)  # the smoke test sent the chat example and found Paris
+    assert result.smoke.exit_code == 0
+
+
+@pytest.mark.parametrize("example", ["digits", "minilm", "smollm2"])
 def test_hardened_container_predicts_and_exits_0_on_sigterm(
     example: str, request: pytest.FixtureRequest
 ) -> None:

@@ -48,7 +48,7 @@ def _element_schema(dtype: str) -> dict[str, Any]:
     return {"type": "number"}
 
 
-def build_openapi(name: str, signature: Signature) -> dict[str, Any]:
+def build_openapi(name: str, signature: Signature, *, generation: bool = False) -> dict[str, Any]:
     inputs = {
         "type": "object",
         "properties": {t.name: tensor_schema(t) for t in signature.inputs},
@@ -158,6 +158,8 @@ def build_openapi(name: str, signature: Signature) -> dict[str, Any]:
                 },
             }
         }
+    if generation:
+        paths |= _generation_paths()
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{name} (modelpod)", "version": __version__},
@@ -237,6 +239,70 @@ def build_openapi(name: str, signature: Signature) -> dict[str, Any]:
     }
 
 
+_GENERATION_FIELDS: dict[str, Any] = {
+    "model": {"type": "string"},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "max_completion_tokens": {"type": "integer", "minimum": 1},
+    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "seed": {"type": "integer"},
+    "n": {"type": "integer", "const": 1},
+    "stream": {"type": "boolean"},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "ignore_eos": {"type": "boolean", "description": "vLLM's extension: generate max_tokens tokens"},
+}
+
+
+def _generation_paths() -> dict[str, Any]:
+    """OpenAI's chat and completions endpoints of a text-generation model (server/generation/)."""
+    message = {
+        "type": "object",
+        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["role", "content"],
+    }
+    bodies: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+        "/v1/chat/completions": (
+            "chat",
+            {"messages": {"type": "array", "items": message, "minItems": 1}},
+            ["messages"],
+        ),
+        "/v1/completions": (
+            "completions",
+            {"prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "integer"}}]}},
+            ["prompt"],
+        ),
+    }
+    return {
+        path: {
+            "post": {
+                "summary": f"OpenAI-compatible {kind}; server-sent events with stream: true",
+                "operationId": kind,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {**fields, **_GENERATION_FIELDS},
+                                "required": required,
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The completion, or its stream",
+                        "content": {"text/event-stream": {}},
+                    },
+                    **_error_responses(400, 401, 404, 413, 500, 503, 504),
+                },
+            }
+        }
+        for path, (kind, fields, required) in bodies.items()
+    }
+
+
 def _error_responses(*codes: int) -> dict[str, Any]:
     return {
         str(code): {"description": "Error", "content": {"application/json": {"schema": _ERROR}}}
@@ -250,7 +316,8 @@ def routes(state: ServerState) -> list[Route]:
     async def openapi(request: Request) -> Response:
         predictor = state.loaded()
         if "json" not in cache:
-            cache["json"] = orjson.dumps(build_openapi(state.name, predictor.signature))
+            spec = build_openapi(state.name, predictor.signature, generation=state.engine is not None)
+            cache["json"] = orjson.dumps(spec)
         return Response(cache["json"], media_type="application/json")
 
     async def docs(request: Request) -> Response:
