@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
 
@@ -49,7 +50,7 @@ class ConsoleReporter:
             err.print(text, style="dim", markup=False, highlight=False)
 
     def event(self, text: str) -> None:
-        err.print(f"[bold cyan]modelpod:[/] {text}", highlight=False)
+        err.print(f"[bold cyan]modelpod:[/] {escape(text)}", highlight=False)
 
 
 def _pairs(values: list[str] | None, flag: str, *, allow_bare: bool) -> dict[str, str | None]:
@@ -130,7 +131,7 @@ def _print_build(result: BuildResult) -> None:
 
     from modelpod.build.layers import human
 
-    table = Table(title=f"{result.image}", show_edge=False)
+    table = Table(title=escape(result.image), show_edge=False)
     table.add_column("layer group")
     table.add_column("size", justify="right")
     for group, size in result.groups.items():
@@ -145,14 +146,14 @@ def _print_build(result: BuildResult) -> None:
     for line in rebuilt:
         out.print(f"  rebuilt: {line}", markup=False, highlight=False)
     if result.sbom:
-        out.print(f"SBOM: {result.sbom}")
+        out.print(f"SBOM: {escape(str(result.sbom))}")
     if result.smoke:
         out.print(
-            f"[green]smoke test passed[/]: {', '.join(result.smoke.examples)} "
+            f"[green]smoke test passed[/]: {escape(', '.join(result.smoke.examples))} "
             f"(ready in {result.smoke.ready_s:.1f}s)"
         )
     if result.pushed:
-        out.print(f"pushed: {result.pushed}")
+        out.print(f"pushed: {escape(result.pushed)}")
 
 
 def _image_for(spec_obj: Spec, image: str | None) -> str:
@@ -206,7 +207,7 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 class _RunReporter(ConsoleReporter):
     def event(self, text: str) -> None:
         if text.startswith("ready after"):
-            out.print(f"[green]ready[/]: {text.split(': ', 1)[-1]}", highlight=False)
+            out.print(f"[green]ready[/]: {escape(text.split(': ', 1)[-1])}", highlight=False)
         super().event(text)
 
 
@@ -252,7 +253,7 @@ def doctor(
     colours = {"ok": "green", "warn": "yellow", "fail": "red"}
     for finding in findings:
         status = f"[{colours[finding.status]}]{finding.status}[/]"
-        table.add_row(finding.check, status, finding.detail, finding.hint or "")
+        table.add_row(escape(finding.check), status, escape(finding.detail), escape(finding.hint or ""))
     out.print(table)
     if any(f.status == "fail" for f in findings):
         raise typer.Exit(1)
