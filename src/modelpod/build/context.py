@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from modelpod import __version__
 from modelpod.build.dockerfile import PRECOMPILED_FORMATS, DockerfileInputs, render_dockerfile
 from modelpod.build.errors import BuildContextError
 from modelpod.build.lock import FORMAT_EXTRAS, Lock, lock_requirements, render_lock
-from modelpod.spec.load import load_spec, spec_digest
+from modelpod.spec.load import load_spec, read_spec, spec_digest
 from modelpod.spec.resolved import Spec
 
 CONTEXT_DIR = Path(".modelpod") / "build"
@@ -133,7 +131,7 @@ def model_files(spec: Spec) -> dict[str, Path]:
     if not path.is_relative_to(spec.root):
         raise BuildContextError(
             f"the model {path} lies outside the spec directory {spec.root}",
-            hint="move (or link) the model under the spec directory: the image keeps the spec's layout",
+            hint="move or copy the model into the spec directory: the image keeps the spec's layout",
         )
     if path.is_file():
         return {path.relative_to(spec.root).as_posix(): path}
@@ -175,7 +173,7 @@ def _all_model_paths(spec: Spec) -> set[Path]:
 
 
 def _example_files(source: Path) -> set[str]:
-    data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    data, _lines = read_spec(source)
     sections = [data, *(data.get("profiles") or {}).values()]
     names = set()
     for section in sections:
