@@ -90,6 +90,13 @@ def build(
             "--bytecode/--no-bytecode", help="Store .pyc files; default: for large frameworks only."
         ),
     ] = None,
+    keep_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--keep-symlinks",
+            help="Keep symlinks that lead out of the spec directory as links in the image (default: refuse).",
+        ),
+    ] = False,
     smoke: Annotated[
         bool, typer.Option("--smoke-test/--no-smoke-test", help="Run the image and check its examples.")
     ] = True,
@@ -110,7 +117,9 @@ def build(
     connected = connect_engine(engine)
     options = BuildOptions(
         tag=tag,
-        context=ContextOptions(wheelhouse=wheelhouse, ca_bundle=ca_bundle, bytecode=bytecode),
+        context=ContextOptions(
+            wheelhouse=wheelhouse, ca_bundle=ca_bundle, bytecode=bytecode, keep_symlinks=keep_symlinks
+        ),
         build_args=_pairs(build_arg, "--build-arg", allow_bare=True),
         network=network,
         platform=platform,
