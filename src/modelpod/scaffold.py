@@ -129,6 +129,10 @@ scaling:
   min_replicas: 1
   max_replicas: 3
   target_concurrency: 8    # in-flight requests per replica the autoscaler aims for
+kubernetes:
+  network_policy:          # who may connect to the serving port in the cluster
+    allow_from:
+      - {{}}                 # every pod of the release's namespace; narrow it: {{pods: {{role: client}}}}
 {example}profiles:                  # merged onto the rest of the file with --profile NAME
   dev: {{}}
   prod:

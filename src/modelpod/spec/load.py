@@ -28,6 +28,7 @@ from modelpod.spec._paths import inside, read_example
 from modelpod.spec._yaml import MAX_SPEC_BYTES, Refused, decode_spec, parse_yaml, read_limited
 from modelpod.spec.formats import detect_format
 from modelpod.spec.model import FORMATS, SpecFile
+from modelpod.spec.patterns import quantity_bytes
 from modelpod.spec.resolved import Example, ResolvedImage, ResolvedModel, Spec
 
 SPEC_FILENAMES = ("modelpod.yaml", "modelpod.yml")
@@ -223,6 +224,7 @@ def _resolve(
     model = _resolve_model(file, root, require_model, issues)
     examples = _resolve_examples(file, root, model, issues)
     inside(root, file.train.output_dir, "train.output_dir", issues)
+    _check_storage(file, issues)
     if issues:
         raise SpecError([locate(issue) for issue in issues], source=str(source))
     return Spec(
@@ -242,6 +244,22 @@ def _resolve(
         root=root,
         source=source.resolve(),
     )
+
+
+def _check_storage(file: SpecFile, issues: list[SpecIssue]) -> None:
+    """The /tmp volume counts against a pod's ephemeral storage: a limit below it would evict the pod
+    before /tmp is full."""
+    tmp = quantity_bytes(file.kubernetes.tmp_size)
+    for field, resources in (("resources", file.resources), ("train.resources", file.train.resources)):
+        if resources is not None and quantity_bytes(resources.ephemeral_storage) < tmp:
+            issues.append(
+                SpecIssue(
+                    f"{field}.ephemeral_storage",
+                    f"{resources.ephemeral_storage} is less than the /tmp volume "
+                    f"(kubernetes.tmp_size: {file.kubernetes.tmp_size})",
+                    hint="raise ephemeral_storage above tmp_size, with room for the logs, or lower tmp_size",
+                )
+            )
 
 
 class _Locator:

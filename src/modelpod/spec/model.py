@@ -111,6 +111,12 @@ class ResourcesSection(Section):
     cpu: str = Field(default="1", pattern=CPU_PATTERN, description='CPU cores, e.g. "2" or "500m".')
     memory: str = Field(default="1Gi", pattern=MEMORY_PATTERN, description='Memory, e.g. "2Gi".')
     gpu: int = Field(default=0, ge=0, le=INT32_MAX, description="NVIDIA GPUs per replica.")
+    ephemeral_storage: str = Field(
+        default="1Gi",
+        pattern=MEMORY_PATTERN,
+        description="Local disk per replica (request and limit): the /tmp volume (kubernetes.tmp_size) "
+        "and the container's logs; a pod that writes more is evicted.",
+    )
 
     @field_validator("cpu", mode="before")
     @classmethod
@@ -191,30 +197,51 @@ class GpuSection(Section):
     )
 
 
-class NetworkPolicySection(Section):
-    enabled: bool = True
-    same_namespace: bool = Field(default=True, description="Pods of the release's namespace may connect.")
-    from_namespaces: tuple[str, ...] = Field(
-        default=(), description="Further namespaces whose pods may connect to the serving port."
+class Peer(Section):
+    """Pods (by namespace and labels) or an address range, in a NetworkPolicy rule."""
+
+    namespace: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="Namespace of the pods; default: the release's own."
     )
-    from_pod_labels: dict[str, str] = Field(
-        default_factory=dict, description="Pods with these labels (in any allowed namespace) may connect."
+    pods: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Labels the pods carry; empty: every pod of the namespace."
     )
-    from_cidrs: tuple[str, ...] = Field(
-        default=(),
-        description="Address ranges that may connect, e.g. the control plane's, so that the API server's "
-        "service proxy (used by `modelpod deploy` to smoke-test a release) gets through.",
+    cidr: str | None = Field(
+        default=None, description="An address range such as 10.0.0.0/24, instead of namespace and pods."
     )
 
-    @field_validator("from_cidrs")
+    @field_validator("cidr")
     @classmethod
-    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
+    def _cidr(cls, value: str | None) -> str | None:
+        if value is not None:
             try:
-                ipaddress.ip_network(cidr, strict=True)
+                ipaddress.ip_network(value, strict=True)
             except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not an address range such as 10.0.0.0/24: {exc}") from None
+                raise ValueError(f"{value!r} is not an address range such as 10.0.0.0/24: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _pods_or_range(self) -> Peer:
+        if self.cidr is not None and (self.namespace is not None or self.pods):
+            raise ValueError("give either cidr, or namespace and pods, not both")
+        return self
+
+
+class NetworkPolicySection(Section):
+    enabled: bool = True
+    allow_from: tuple[Peer, ...] = Field(
+        default=(Peer(),),
+        description="Who may connect to the serving port: pods by namespace and labels, or address "
+        "ranges (e.g. the control plane's, so that the API server's service proxy, which `modelpod "
+        "deploy` smoke-tests through, gets in). Default: every pod of the release's namespace. "
+        "Prometheus's and the ingress controller's namespaces are added when a monitor or an Ingress is "
+        "rendered; an empty list admits nothing else.",
+    )
+    dns: tuple[Peer, ...] = Field(
+        default=(Peer(namespace="kube-system", pods={"k8s-app": "kube-dns"}),),
+        description="Where pods may send DNS queries (port 53), the only traffic they may start: the "
+        "cluster DNS pods by default; add e.g. {cidr: 169.254.20.10/32} for NodeLocal DNSCache.",
+    )
 
 
 class IngressSection(Section):

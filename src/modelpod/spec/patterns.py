@@ -8,6 +8,8 @@ of the text (never before a final newline); check them in Python with `re.fullma
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import StringConstraints
@@ -62,3 +64,16 @@ EnvValue = Annotated[str, StringConstraints(pattern=ENV_VALUE_PATTERN)]
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317)]
 LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
 DnsSubdomain = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+
+_QUANTITY_SUFFIXES = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def quantity_bytes(quantity: str) -> int:
+    """Bytes in a Kubernetes memory or storage quantity such as "512Mi" or "1.5G"."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity)
+    if match is None or match.group(2) not in _QUANTITY_SUFFIXES:
+        raise ValueError(f"{quantity!r} is not a quantity such as 512Mi or 2Gi")
+    return int(Decimal(match.group(1)) * _QUANTITY_SUFFIXES[match.group(2)])
