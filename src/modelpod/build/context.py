@@ -51,6 +51,8 @@ class ContextOptions:
     modelpod_wheel: Path | None = None  # a prebuilt wheel of modelpod; default: built from the source tree
     wheel_timeout_s: float = 300.0
     keep_symlinks: bool = False  # keep symlinks that leave the spec directory as links, not refuse them
+    base: str | None = None  # what FROM names, the base pinned at build time (base.py); default image.base
+    base_digest: str | None = None  # the pinned base's digest, for the org.opencontainers label
 
 
 @dataclass(frozen=True)
@@ -62,24 +64,40 @@ class BuildContext:
     notes: tuple[str, ...] = field(default=())  # what the user should know (unpinned requirements ...)
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The spec directory's files the context takes: weights/, code/ and spec/, symlinks sorted out."""
+
+    files: dict[str, Path | Link]
+    has_code: bool
+    notes: tuple[str, ...]
+
+
 def context_dir(spec: Spec) -> Path:
     return spec.root / CONTEXT_DIR
 
 
-def render_context(spec: Spec, options: ContextOptions = ContextOptions()) -> BuildContext:
-    """Write the build context for `spec` and return what was rendered."""
-    directory = context_dir(spec)
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = lock_requirements(FORMAT_EXTRAS.get(spec.model.format, ()), spec.python.requirements)
-    files: dict[str, bytes | Path | Link] = {}
+def gather_sources(spec: Spec, options: ContextOptions) -> Sources:
+    """What the context takes from the spec directory; refuses symlinks that lead out of it (links.py)
+    unless `options.keep_symlinks`. Cheap, so a build runs it before it asks the engine anything."""
     code = code_files(spec)
-    tree, link_notes = sort_links(
+    tree, notes = sort_links(
         {**_prefixed("weights", model_files(spec)), **_prefixed("code", code)},
         spec.root,
         keep=options.keep_symlinks,
     )
-    files.update(tree)
-    files.update(_prefixed("spec", spec_files(spec)))
+    return Sources({**tree, **_prefixed("spec", spec_files(spec))}, bool(code), notes)
+
+
+def render_context(
+    spec: Spec, options: ContextOptions = ContextOptions(), sources: Sources | None = None
+) -> BuildContext:
+    """Write the build context for `spec` (from `sources`, gathered here when not given)."""
+    sources = sources or gather_sources(spec, options)
+    directory = context_dir(spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = lock_requirements(FORMAT_EXTRAS.get(spec.model.format, ()), spec.python.requirements)
+    files: dict[str, bytes | Path | Link] = dict(sources.files)
     wheel = options.modelpod_wheel or modelpod_wheel(options.wheel_timeout_s)
     if wheel is not None:
         files[f"dist/{wheel.name}"] = wheel
@@ -87,14 +105,16 @@ def render_context(spec: Spec, options: ContextOptions = ContextOptions()) -> Bu
         files.update(_prefixed("wheelhouse", _wheelhouse_files(options.wheelhouse)))
     if options.ca_bundle is not None:
         files["ca-bundle.pem"] = _ca_bundle(options.ca_bundle)
-    inputs = dockerfile_inputs(spec, options, wheel=wheel.name if wheel else None, has_code=bool(code))
+    inputs = dockerfile_inputs(spec, options, wheel=wheel.name if wheel else None, has_code=sources.has_code)
     files["Dockerfile"] = render_dockerfile(inputs).encode()
     files[".dockerignore"] = DOCKERIGNORE.encode()
     files["requirements.lock"] = render_lock(lock, spec_name=spec.name, fmt=spec.model.format).encode()
     sync_tree(directory, files)
     if wheel is not None and options.modelpod_wheel is None:
         shutil.rmtree(wheel.parent, ignore_errors=True)
-    return BuildContext(directory, directory / "Dockerfile", inputs, lock, link_notes + _notes(lock, options))
+    return BuildContext(
+        directory, directory / "Dockerfile", inputs, lock, sources.notes + _notes(lock, options)
+    )
 
 
 def dockerfile_inputs(
@@ -104,6 +124,7 @@ def dockerfile_inputs(
         ("org.opencontainers.image.title", spec.name),
         ("org.opencontainers.image.description", spec.description or f"{spec.name} model served by modelpod"),
         ("org.opencontainers.image.base.name", spec.image.base),
+        ("org.opencontainers.image.base.digest", options.base_digest or ""),
         ("modelpod.version", __version__),
         ("modelpod.model.format", spec.model.format),
         ("modelpod.spec.profile", spec.profile or ""),
@@ -112,7 +133,7 @@ def dockerfile_inputs(
     labels = [(key, value) for key, value in labels if value]
     return DockerfileInputs(
         name=spec.name,
-        base=spec.image.base,
+        base=options.base or spec.image.base,
         port=spec.server.port,
         fmt=spec.model.format,
         spec_file=spec.source.name,
