@@ -140,3 +140,15 @@ def test_build_keep_symlinks_option_reaches_the_context(
     result = CliRunner().invoke(app, ["build", str(project), "--keep-symlinks"])
     assert result.exit_code == 1, result.output
     assert seen == [True]
+
+
+def test_a_build_arg_name_cannot_add_a_dockerfile_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelpod.cli import images
+
+    monkeypatch.setattr(images, "connect_engine", lambda name: pytest.fail("the argument was accepted"))
+    result = CliRunner().invoke(app, ["build", str(project), "--build-arg", "X\nRUN curl example.com"])
+    assert result.exit_code == 2, result.output
+    assert "--build-arg" in result.stderr
+    assert "is not a variable" in result.stderr

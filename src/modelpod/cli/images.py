@@ -7,6 +7,7 @@ library function from `modelpod.build` and prints. The library is imported insid
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
+from modelpod.spec.patterns import ENV_NAME_PATTERN
 
 if TYPE_CHECKING:
     from modelpod.build.engine import Engine
@@ -59,6 +61,11 @@ def _pairs(values: list[str] | None, flag: str, *, allow_bare: bool) -> dict[str
         key, sep, rest = value.partition("=")
         if not key or (not sep and not allow_bare):
             raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=flag)
+        if not re.fullmatch(ENV_NAME_PATTERN, key):  # a --build-arg name becomes an ARG line
+            raise typer.BadParameter(
+                f"{key!r} is not a variable name (letters, digits and _, not starting with a digit)",
+                param_hint=flag,
+            )
         pairs[key] = rest if sep else None
     return pairs
 
@@ -114,13 +121,14 @@ def build(
     from modelpod.spec import load_spec
 
     resolved = load_spec(spec, profile)
+    build_args = _pairs(build_arg, "--build-arg", allow_bare=True)
     connected = connect_engine(engine)
     options = BuildOptions(
         tag=tag,
         context=ContextOptions(
             wheelhouse=wheelhouse, ca_bundle=ca_bundle, bytecode=bytecode, keep_symlinks=keep_symlinks
         ),
-        build_args=_pairs(build_arg, "--build-arg", allow_bare=True),
+        build_args=build_args,
         network=network,
         platform=platform,
         pull=pull,
