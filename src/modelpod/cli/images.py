@@ -17,12 +17,15 @@ import typer
 from rich.markup import escape
 
 from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
-from modelpod.spec.patterns import ENV_NAME_PATTERN
 
 if TYPE_CHECKING:
     from modelpod.build.engine import Engine
     from modelpod.build.pipeline import BuildResult
     from modelpod.spec.resolved import Spec
+
+# what a --build-arg NAME may be (spec/patterns.py ENV_NAME_PATTERN; importing modelpod.spec here would
+# import numpy into `modelpod --help`)
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 EngineOption = Annotated[
     str | None,
@@ -61,7 +64,7 @@ def _pairs(values: list[str] | None, flag: str, *, allow_bare: bool) -> dict[str
         key, sep, rest = value.partition("=")
         if not key or (not sep and not allow_bare):
             raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=flag)
-        if not re.fullmatch(ENV_NAME_PATTERN, key):  # a --build-arg name becomes an ARG line
+        if not _VARIABLE_NAME.fullmatch(key):  # a --build-arg name becomes an ARG line
             raise typer.BadParameter(
                 f"{key!r} is not a variable name (letters, digits and _, not starting with a digit)",
                 param_hint=flag,
