@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -132,9 +134,27 @@ def test_predict_bad_input_is_a_clear_error(digits_dir):
     assert "Traceback" not in result.stderr
 
 
+def linked_copy(source: Path, target: Path) -> Path:
+    """A copy of a model file or directory (hard links where possible): a spec's paths stay inside its
+    directory."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system
+            shutil.copy2(src, dst)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, copy_function=link)
+    else:
+        link(str(source), str(target))
+    return target
+
+
 def test_predict_reports_a_mismatching_example(digits_dir, tmp_path):
     spec = yaml.safe_load((digits_dir / "modelpod.yaml").read_text())
-    spec["model"]["path"] = str(digits_dir / "model" / "digits.onnx")
+    linked_copy(digits_dir / "model" / "digits.onnx", tmp_path / "model" / "digits.onnx")
     example = json.loads((digits_dir / "example.json").read_text())
     example["expected"]["probabilities"] = [0.1] * 10
     spec["examples"] = [{"name": "wrong", **example}]
@@ -156,7 +176,9 @@ def test_predict_reports_a_mismatching_example(digits_dir, tmp_path):
 def test_init_writes_a_spec_that_validates_and_predicts(request, tmp_path, example, model, fmt):
     directory = request.getfixturevalue(f"{example}_dir")
     spec_path = tmp_path / "modelpod.yaml"
-    result = modelpod("init", str(directory / model), "--output", str(spec_path))
+    result = modelpod(
+        "init", str(linked_copy(directory / model, tmp_path / model)), "--output", str(spec_path)
+    )
     assert result.returncode == 0, result.stderr
     assert f"({fmt} model)" in result.stdout
     written = yaml.safe_load(spec_path.read_text())
@@ -170,12 +192,8 @@ def test_init_writes_a_spec_that_validates_and_predicts(request, tmp_path, examp
 
 
 def test_init_detected_signature_matches_the_model(digits_dir, tmp_path):
-    assert (
-        modelpod(
-            "init", str(digits_dir / "model/digits.onnx"), "-o", str(tmp_path / "modelpod.yaml")
-        ).returncode
-        == 0
-    )
+    model = linked_copy(digits_dir / "model/digits.onnx", tmp_path / "digits.onnx")
+    assert modelpod("init", str(model), "-o", str(tmp_path / "modelpod.yaml")).returncode == 0
     signature = yaml.safe_load((tmp_path / "modelpod.yaml").read_text())["model"]["signature"]
     assert signature == {
         "inputs": [{"name": "image", "dtype": "float32", "shape": [8, 8, 1]}],
@@ -190,6 +208,14 @@ def test_init_refuses_to_overwrite(digits_dir, tmp_path):
     assert result.returncode == 2
     assert "--force" in result.stderr
     assert target.read_text() == "keep me"
+
+
+def test_init_refuses_a_model_outside_the_spec_directory(digits_dir, tmp_path):
+    result = modelpod("init", str(digits_dir / "model/digits.onnx"), "-o", str(tmp_path / "modelpod.yaml"))
+    assert result.returncode == 2
+    assert "model.path" in result.stderr
+    assert f"-o {digits_dir / 'model' / 'modelpod.yaml'}" in result.stderr
+    assert not (tmp_path / "modelpod.yaml").exists()
 
 
 def test_init_unknown_format(tmp_path):

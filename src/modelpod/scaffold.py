@@ -39,6 +39,19 @@ def init_spec(
         )
     if output.exists() and not force:
         raise SpecError([SpecIssue("", f"{output} already exists", hint="pass --force to overwrite it")])
+    spec_dir = output.resolve().parent
+    if not model_path.is_relative_to(spec_dir):  # every command refuses it (docs/spec.md, "Paths")
+        raise SpecError(
+            [
+                SpecIssue(
+                    "model.path",
+                    f"{model_path} lies outside {spec_dir}, where the spec would be written",
+                    hint="a spec's paths stay inside its directory (the image holds that directory): "
+                    f"write the spec beside the model (-o {model_path.parent / 'modelpod.yaml'}), "
+                    "or copy the model in",
+                )
+            ]
+        )
     fmt = fmt or detect_format(model_path)
     if fmt is None or fmt not in FORMATS:
         raise SpecError(
@@ -51,13 +64,7 @@ def init_spec(
             ]
         )
     signature, note = _read_signature(model_path, fmt)
-    spec_dir = output.resolve().parent
-    # relative when the model sits under the spec's directory, so the project can move as a whole
-    shown = (
-        model_path.relative_to(spec_dir).as_posix()
-        if model_path.is_relative_to(spec_dir)
-        else str(model_path)
-    )
+    shown = model_path.relative_to(spec_dir).as_posix()  # relative: the project can move as a whole
     text = render_spec(name or default_name(model_path), shown, fmt, signature, note)
     output.write_text(text, encoding="utf-8")
     return InitResult(output, fmt, note is None, note)
@@ -129,6 +136,10 @@ scaling:
   min_replicas: 1
   max_replicas: 3
   target_concurrency: 8    # in-flight requests per replica the autoscaler aims for
+kubernetes:
+  network_policy:          # who may connect to the serving port in the cluster
+    allow_from:
+      - {{}}                 # every pod of the release's namespace; narrow it: {{pods: {{role: client}}}}
 {example}profiles:                  # merged onto the rest of the file with --profile NAME
   dev: {{}}
   prod:

@@ -30,7 +30,11 @@ kubernetes:
     tolerations:
       - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
       - {key: dedicated, operator: Equal, value: ml, effect: NoExecute}
-  network_policy: {from_namespaces: [gateway], from_pod_labels: {role: client}, from_cidrs: [172.18.0.0/16]}
+  network_policy:
+    allow_from:
+      - {pods: {role: client}}
+      - {namespace: gateway, pods: {role: client}}
+      - {cidr: 172.18.0.0/16}
   ingress: {enabled: true, host: models.example.com, class_name: nginx, tls_secret: models-tls}
   monitoring: {monitor: servicemonitor, alerts: true, dashboard: true, labels: {release: prometheus}}
 train:

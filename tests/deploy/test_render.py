@@ -12,6 +12,7 @@ import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -230,11 +231,39 @@ def test_network_policy_admits_configured_peers_and_dns_only(
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
     ]
     assert policy["ingress"][0]["ports"] == [{"port": 8080, "protocol": "TCP"}]
-    assert policy["egress"] == [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
+    # DNS only, and only to the cluster's DNS pods
+    assert policy["egress"] == [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+        }
+    ]
     # a LoadBalancer's traffic comes from addresses no selector names: the port is open, nothing else
     open_policy = _by_kind(render_manifests(feature_specs[1], image=render_image))["NetworkPolicy"]["spec"]
     assert open_policy["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
     assert open_policy["egress"] == policy["egress"]
+
+
+def test_network_policy_default_admits_the_namespace_and_sets_are_explicit(
+    write_spec: Callable[..., Path], render_image: str
+) -> None:
+    def policy(text: str) -> dict[str, Any]:
+        spec = load_spec(write_spec("name: demo\nmodel: {path: model.onnx}\n" + text))
+        return _by_kind(render_manifests(spec, image=render_image))["NetworkPolicy"]["spec"]
+
+    assert policy("")["ingress"] == [
+        {"from": [{"podSelector": {}}], "ports": [{"port": 8080, "protocol": "TCP"}]}
+    ]
+    # nobody admitted: no ingress rule at all (a rule without `from` would admit every source)
+    assert policy("kubernetes: {network_policy: {allow_from: []}}\n")["ingress"] == []
+    nodelocal = policy("kubernetes: {network_policy: {dns: [{cidr: 169.254.20.10/32}]}}\n")
+    assert nodelocal["egress"][0]["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
+    assert policy("kubernetes: {network_policy: {dns: []}}\n")["egress"] == []
 
 
 def test_training_job(feature_specs: list[Spec], render_image: str) -> None:
@@ -308,7 +337,17 @@ def test_tag_only_image_is_refused_by_render_manifests(feature_specs: list[Spec]
         ("kubernetes: {monitoring: {monitor: datadog}}", "kubernetes.monitoring.monitor"),
         ("kubernetes: {ingress: {path: nope}}", "kubernetes.ingress.path"),
         ("train: {output_dir: /abs}", "train.output_dir"),
-        ("kubernetes: {network_policy: {from_cidrs: [10.0.0.1/8]}}", "kubernetes.network_policy.from_cidrs"),
+        (
+            "kubernetes: {network_policy: {allow_from: [{cidr: 10.0.0.1/8}]}}",
+            "kubernetes.network_policy.allow_from[0].cidr",
+        ),
+        (
+            "kubernetes: {network_policy: {allow_from: [{cidr: 10.0.0.0/8, namespace: a}]}}",
+            "kubernetes.network_policy.allow_from[0]",
+        ),
+        ("resources: {ephemeral_storage: 100Mi}", "resources.ephemeral_storage"),
+        ("train: {resources: {ephemeral_storage: 1Gi}}\nkubernetes: {tmp_size: 2Gi}\n"
+         "resources: {ephemeral_storage: 4Gi}", "train.resources.ephemeral_storage"),
     ],
 )  # fmt: skip
 def test_nonsense_spec_values_are_spec_errors(

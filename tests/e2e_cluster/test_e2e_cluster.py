@@ -16,6 +16,7 @@ from modelpod.deploy.render import parse_image, render_manifests
 from modelpod.deploy.rollout import Waiting
 from modelpod.predictor import compare_outputs
 from modelpod.spec import Spec, load_spec
+from modelpod.spec.model import Peer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 OPTIONS = DeployOptions(waiting=Waiting(timeout_s=300, interval_s=2), smoke_timeout_s=60)
@@ -26,7 +27,9 @@ def release(spec: Spec, image: str, namespace: str) -> list[dict[str, Any]]:
     test through the API server's proxy needs the control plane admitted: give its address ranges in
     MODELPOD_E2E_CONTROL_PLANE_CIDRS (comma-separated)."""
     cidrs = tuple(c for c in os.environ.get("MODELPOD_E2E_CONTROL_PLANE_CIDRS", "").split(",") if c)
-    policy = spec.kubernetes.network_policy.model_copy(update={"from_cidrs": cidrs})
+    policy = spec.kubernetes.network_policy
+    sources = (*policy.allow_from, *(Peer(cidr=cidr) for cidr in cidrs))
+    policy = policy.model_copy(update={"allow_from": sources})
     kubernetes = spec.kubernetes.model_copy(update={"namespace": namespace, "network_policy": policy})
     spec = spec.model_copy(update={"kubernetes": kubernetes})
     return render_manifests(spec, image=image, allow_tag="@sha256:" not in image)

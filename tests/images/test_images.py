@@ -72,6 +72,21 @@ def test_digits_image_is_small_non_root_labelled_and_smoke_tested(digits_image: 
     assert result.groups["weights"] == (directory / "model" / "digits.onnx").stat().st_size
 
 
+def test_the_base_image_is_pinned_and_recorded(digits_image: Built, engine: Engine) -> None:
+    directory, _, reporter = digits_image
+    base_name = load_spec(directory).image.base
+    record = json.loads((directory / ".modelpod" / "image.json").read_text())["base"]
+    assert record["id"] == inspect(base_name)["Id"]
+    dockerfile = (directory / ".modelpod" / "build" / "Dockerfile").read_text()
+    froms = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    assert froms == [record["ref"], record["ref"]]
+    if record["digest"]:  # a base pulled from a registry
+        assert record["ref"] == f"{base_name}@{record['digest']}"
+    else:  # engine-up's base is built locally: the legacy builder takes its ID, BuildKit its tag
+        assert record["ref"] == (base_name if engine.buildkit else record["id"])
+    assert any(event.startswith(f"base image {base_name}: ") for event in reporter.events)
+
+
 def test_sbom_describes_the_image_python_environment(digits_image: Built) -> None:
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator

@@ -16,6 +16,7 @@ from modelpod.build.context import ContextOptions, dockerfile_inputs, render_con
 from modelpod.build.dockerfile import DockerfileInputs, layer_groups, render_dockerfile
 from modelpod.build.errors import BuildContextError
 from modelpod.build.lock import FORMAT_EXTRAS, lock_requirements, render_lock
+from modelpod.errors import SpecError
 from modelpod.spec import load_spec
 from modelpod.spec.load import spec_digest
 from tests.tools import need_tool
@@ -197,8 +198,16 @@ def test_a_model_outside_the_spec_directory_is_refused(tmp_path: Path) -> None:
     spec_dir = tmp_path / "app"
     spec_dir.mkdir()
     (spec_dir / "modelpod.yaml").write_text("name: m\nmodel:\n  path: ../models/m.onnx\n")
+    with pytest.raises(SpecError, match="outside the spec's directory"):  # by every command
+        load_spec(spec_dir)
+    # and by the context itself, for a Spec made some other way
+    (spec_dir / "modelpod.yaml").write_text("name: m\nmodel:\n  path: m.onnx\n")
+    spec = load_spec(spec_dir, require_model=False)
+    spec = spec.model_copy(
+        update={"model": spec.model.model_copy(update={"path": tmp_path / "models" / "m.onnx"})}
+    )
     with pytest.raises(BuildContextError, match="outside the spec directory"):
-        render_context(load_spec(spec_dir), ContextOptions(modelpod_wheel=tmp_path / WHEEL))
+        render_context(spec, ContextOptions(modelpod_wheel=tmp_path / WHEEL))
 
 
 def test_lock_pins_the_closure_of_the_onnx_runtime_from_this_environment() -> None:

@@ -171,8 +171,9 @@ def test_chunked_body_over_the_limit_is_413(echo_project):
 
 def test_overload_rejects_exactly_the_excess_and_health_answers(echo_project):
     project = echo_project(max_batch_size=1, max_queue=3)
+    gate = project / "gate"  # the model holds every request until the test creates this file
     with (
-        ServerProcess(project, env={"ECHO_DELAY": "0.5"}) as server,
+        ServerProcess(project, env={"ECHO_GATE": str(gate)}) as server,
         concurrent.futures.ThreadPoolExecutor(8) as pool,
     ):
 
@@ -185,10 +186,17 @@ def test_overload_rejects_exactly_the_excess_and_health_answers(echo_project):
             server, 'modelpod_busy_instances{model="echo"} 1.0', 'modelpod_queue_depth{model="echo"} 0.0'
         )
         rest = [pool.submit(predict, v) for v in range(1, 8)]
-        metrics_show(server, 'modelpod_queue_depth{model="echo"} 3.0')
+        # the model stays busy until the gate opens, so the queue stays full and every excess request
+        # is refused, however long the 7 requests take to arrive
+        metrics_show(
+            server,
+            'modelpod_queue_depth{model="echo"} 3.0',
+            'modelpod_rejected_requests_total{model="echo",reason="queue_full"} 4.0',
+        )
         # saturated: the queue is full and the model busy; health and metrics still answer at once
         live = httpx.get(f"{server.url}/v2/health/live", timeout=2)
         ready = httpx.get(f"{server.url}/v2/health/ready", timeout=2)
+        gate.touch()
         responses = [first.result(WAIT)] + [f.result(WAIT) for f in rest]
         metrics = httpx.get(f"{server.url}/metrics", timeout=WAIT).text
     codes = sorted(r.status_code for r in responses)

@@ -9,7 +9,8 @@
       wheelhouse/*.whl, ca-bundle.pem              only with --wheelhouse / --ca-bundle
 
 Files are hard-linked where possible (model weights can be gigabytes) and rewritten only when they
-change, so a rebuild sends the engine nothing new for unchanged layers.
+change, so a rebuild sends the engine nothing new for unchanged layers. Symlinks that leave the spec
+directory are refused or, with `keep_symlinks`, kept as links (`links.py`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from modelpod import __version__
 from modelpod.build.dockerfile import PRECOMPILED_FORMATS, DockerfileInputs, render_dockerfile
 from modelpod.build.errors import BuildContextError
+from modelpod.build.links import Link, sort_links
 from modelpod.build.lock import FORMAT_EXTRAS, Lock, lock_requirements, render_lock
-from modelpod.spec.load import load_spec, spec_digest
+from modelpod.spec.load import load_spec, read_spec, spec_digest
 from modelpod.spec.resolved import Spec
 
 CONTEXT_DIR = Path(".modelpod") / "build"
@@ -50,6 +50,9 @@ class ContextOptions:
     bytecode: bool | None = None  # precompile .pyc; None: for the large frameworks only
     modelpod_wheel: Path | None = None  # a prebuilt wheel of modelpod; default: built from the source tree
     wheel_timeout_s: float = 300.0
+    keep_symlinks: bool = False  # keep symlinks that leave the spec directory as links, not refuse them
+    base: str | None = None  # what FROM names, the base pinned at build time (base.py); default image.base
+    base_digest: str | None = None  # the pinned base's digest, for the org.opencontainers label
 
 
 @dataclass(frozen=True)
@@ -61,20 +64,40 @@ class BuildContext:
     notes: tuple[str, ...] = field(default=())  # what the user should know (unpinned requirements ...)
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The spec directory's files the context takes: weights/, code/ and spec/, symlinks sorted out."""
+
+    files: dict[str, Path | Link]
+    has_code: bool
+    notes: tuple[str, ...]
+
+
 def context_dir(spec: Spec) -> Path:
     return spec.root / CONTEXT_DIR
 
 
-def render_context(spec: Spec, options: ContextOptions = ContextOptions()) -> BuildContext:
-    """Write the build context for `spec` and return what was rendered."""
+def gather_sources(spec: Spec, options: ContextOptions) -> Sources:
+    """What the context takes from the spec directory; refuses symlinks that lead out of it (links.py)
+    unless `options.keep_symlinks`. Cheap, so a build runs it before it asks the engine anything."""
+    code = code_files(spec)
+    tree, notes = sort_links(
+        {**_prefixed("weights", model_files(spec)), **_prefixed("code", code)},
+        spec.root,
+        keep=options.keep_symlinks,
+    )
+    return Sources({**tree, **_prefixed("spec", spec_files(spec))}, bool(code), notes)
+
+
+def render_context(
+    spec: Spec, options: ContextOptions = ContextOptions(), sources: Sources | None = None
+) -> BuildContext:
+    """Write the build context for `spec` (from `sources`, gathered here when not given)."""
+    sources = sources or gather_sources(spec, options)
     directory = context_dir(spec)
     directory.mkdir(parents=True, exist_ok=True)
     lock = lock_requirements(FORMAT_EXTRAS.get(spec.model.format, ()), spec.python.requirements)
-    files: dict[str, bytes | Path] = {}
-    files.update(_prefixed("weights", model_files(spec)))
-    code = code_files(spec)
-    files.update(_prefixed("code", code))
-    files.update(_prefixed("spec", spec_files(spec)))
+    files: dict[str, bytes | Path | Link] = dict(sources.files)
     wheel = options.modelpod_wheel or modelpod_wheel(options.wheel_timeout_s)
     if wheel is not None:
         files[f"dist/{wheel.name}"] = wheel
@@ -82,14 +105,16 @@ def render_context(spec: Spec, options: ContextOptions = ContextOptions()) -> Bu
         files.update(_prefixed("wheelhouse", _wheelhouse_files(options.wheelhouse)))
     if options.ca_bundle is not None:
         files["ca-bundle.pem"] = _ca_bundle(options.ca_bundle)
-    inputs = dockerfile_inputs(spec, options, wheel=wheel.name if wheel else None, has_code=bool(code))
+    inputs = dockerfile_inputs(spec, options, wheel=wheel.name if wheel else None, has_code=sources.has_code)
     files["Dockerfile"] = render_dockerfile(inputs).encode()
     files[".dockerignore"] = DOCKERIGNORE.encode()
     files["requirements.lock"] = render_lock(lock, spec_name=spec.name, fmt=spec.model.format).encode()
     sync_tree(directory, files)
     if wheel is not None and options.modelpod_wheel is None:
         shutil.rmtree(wheel.parent, ignore_errors=True)
-    return BuildContext(directory, directory / "Dockerfile", inputs, lock, _notes(lock, options))
+    return BuildContext(
+        directory, directory / "Dockerfile", inputs, lock, sources.notes + _notes(lock, options)
+    )
 
 
 def dockerfile_inputs(
@@ -99,6 +124,7 @@ def dockerfile_inputs(
         ("org.opencontainers.image.title", spec.name),
         ("org.opencontainers.image.description", spec.description or f"{spec.name} model served by modelpod"),
         ("org.opencontainers.image.base.name", spec.image.base),
+        ("org.opencontainers.image.base.digest", options.base_digest or ""),
         ("modelpod.version", __version__),
         ("modelpod.model.format", spec.model.format),
         ("modelpod.spec.profile", spec.profile or ""),
@@ -107,7 +133,7 @@ def dockerfile_inputs(
     labels = [(key, value) for key, value in labels if value]
     return DockerfileInputs(
         name=spec.name,
-        base=spec.image.base,
+        base=options.base or spec.image.base,
         port=spec.server.port,
         fmt=spec.model.format,
         spec_file=spec.source.name,
@@ -133,7 +159,7 @@ def model_files(spec: Spec) -> dict[str, Path]:
     if not path.is_relative_to(spec.root):
         raise BuildContextError(
             f"the model {path} lies outside the spec directory {spec.root}",
-            hint="move (or link) the model under the spec directory: the image keeps the spec's layout",
+            hint="move or copy the model into the spec directory: the image keeps the spec's layout",
         )
     if path.is_file():
         return {path.relative_to(spec.root).as_posix(): path}
@@ -175,7 +201,7 @@ def _all_model_paths(spec: Spec) -> set[Path]:
 
 
 def _example_files(source: Path) -> set[str]:
-    data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    data, _lines = read_spec(source)
     sections = [data, *(data.get("profiles") or {}).values()]
     names = set()
     for section in sections:
@@ -186,14 +212,20 @@ def _example_files(source: Path) -> set[str]:
 
 
 def _walk(root: Path, *, hidden: bool) -> Iterator[Path]:
+    """Files under `root`, symlinks to files among them, and symlinks to directories that lead out of
+    `root` (for links.py to refuse or keep); a linked directory inside repeats files already walked."""
     for current, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_NAMES and (hidden or not d.startswith(".")))
+        for name in [d for d in dirs if (Path(current) / d).is_symlink()]:
+            dirs.remove(name)  # os.walk does not follow it either way
+            if not (Path(current) / name).resolve().is_relative_to(root):
+                yield Path(current) / name
         for name in sorted(names):
             if (hidden or not name.startswith(".")) and not name.endswith(".pyc"):
                 yield Path(current) / name
 
 
-def _prefixed(prefix: str, files: Mapping[str, Path]) -> dict[str, bytes | Path]:
+def _prefixed(prefix: str, files: Mapping[str, Path]) -> dict[str, Path]:
     return {f"{prefix}/{rel}": path for rel, path in files.items()}
 
 
@@ -271,27 +303,39 @@ def installed_source() -> Path | None:
     return source if (source / "pyproject.toml").is_file() else None
 
 
-def sync_tree(directory: Path, files: Mapping[str, bytes | Path]) -> None:
+def sync_tree(directory: Path, files: Mapping[str, bytes | Path | Link]) -> None:
     """Make `directory` hold exactly `files`, touching only what changed."""
     for rel, content in files.items():
         target = directory / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            if not target.is_file() or target.read_bytes() != content:
+        if isinstance(content, Link):
+            if not target.is_symlink() or str(target.readlink()) != content.target:
+                _remove(target)
+                target.symlink_to(content.target)
+        elif isinstance(content, bytes):
+            if target.is_symlink() or not target.is_file() or target.read_bytes() != content:
+                _remove(target)
                 target.write_bytes(content)
         elif not _same_file(content, target):
             _link_or_copy(content, target)
     wanted = {directory / rel for rel in files}
-    for current, _dirs, names in os.walk(directory, topdown=False):
-        for name in names:
+    for current, dirs, names in os.walk(directory, topdown=False):
+        for name in [*names, *(d for d in dirs if (Path(current) / d).is_symlink())]:
             if Path(current) / name not in wanted:
                 (Path(current) / name).unlink()
         if current != str(directory) and not any(Path(current).iterdir()):
             Path(current).rmdir()
 
 
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
 def _same_file(source: Path, target: Path) -> bool:
-    if not target.is_file():
+    if target.is_symlink() or not target.is_file():
         return False
     a, b = source.stat(), target.stat()
     return (a.st_ino == b.st_ino and a.st_dev == b.st_dev) or (
@@ -301,7 +345,7 @@ def _same_file(source: Path, target: Path) -> bool:
 
 def _link_or_copy(source: Path, target: Path) -> None:
     """Hard-link when the file is world-readable (the image's user 10001 reads it), else copy and chmod."""
-    target.unlink(missing_ok=True)
+    _remove(target)
     if source.stat().st_mode & stat.S_IROTH:
         try:
             os.link(source, target)

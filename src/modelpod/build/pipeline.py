@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelpod.build.context import BuildContext, ContextOptions, render_context
+from modelpod.build.base import BaseImage, resolve_base
+from modelpod.build.context import BuildContext, ContextOptions, gather_sources, render_context
 from modelpod.build.dockerfile import layer_groups
 from modelpod.build.engine import (
     BuildRequest,
@@ -84,6 +85,7 @@ class BuildResult:
     size: int
     groups: dict[str, int]
     seconds: float
+    base: BaseImage | None = None
     sbom: Path | None = None
     smoke: SmokeReport | None = None
     pushed: str | None = None  # repository@sha256:...
@@ -113,8 +115,13 @@ def read_record(spec: Spec) -> dict[str, Any]:
 def build_image(engine: Engine, spec: Spec, options: BuildOptions, reporter: Reporter) -> BuildResult:
     started = time.monotonic()
     names = tuple(sorted({*options.context.build_args, *options.build_args}))
-    context_options = dataclasses.replace(options.context, buildkit=engine.buildkit, build_args=names)
-    context = render_context(spec, context_options)
+    sources = gather_sources(spec, options.context)  # refuses symlinks out of the directory, first
+    base = resolve_base(engine, spec.image.base, pull=options.pull, reporter=reporter)
+    reporter.event(base.how)
+    context_options = dataclasses.replace(
+        options.context, buildkit=engine.buildkit, build_args=names, base=base.ref, base_digest=base.digest
+    )
+    context = render_context(spec, context_options, sources)
     reporter.event(f"build context in {context.directory}")
     for note in context.notes:
         reporter.event(f"note: {note}")
@@ -128,7 +135,7 @@ def build_image(engine: Engine, spec: Spec, options: BuildOptions, reporter: Rep
         labels={
             "org.opencontainers.image.created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         },
-        pull=options.pull,
+        pull=options.pull and base.ref == spec.image.base,  # a pinned base was pulled by resolve_base
         no_cache=options.no_cache,
     )
     builder = (
@@ -145,8 +152,8 @@ def build_image(engine: Engine, spec: Spec, options: BuildOptions, reporter: Rep
         )
     steps = tuple(cache_report(result.stdout.splitlines()))
     image_id = _inspect(engine, ref, "{{.Id}}", image=True)
-    size, groups = measure(engine, ref, spec.image.base, layer_groups(context.inputs))
-    built = BuildResult(ref, image_id, context, steps, size, groups, time.monotonic() - started)
+    size, groups = measure(engine, ref, base.image_id or base.ref, layer_groups(context.inputs))
+    built = BuildResult(ref, image_id, context, steps, size, groups, time.monotonic() - started, base)
     if options.sbom and engine.can_run:
         built = _replace(built, sbom=write_sbom(engine, spec, ref))
         reporter.event(f"SBOM (CycloneDX) in {built.sbom}")
@@ -200,6 +207,7 @@ def _write_record(spec: Spec, result: BuildResult, *, pushed: str | None) -> Non
         "spec_digest": spec_digest(spec),
         "profile": spec.profile,
         "pushed": pushed,
+        "base": result.base.record() if result.base else None,
     }
     record_path(spec).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 

@@ -9,11 +9,32 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+from typer.core import TyperGroup
 
 from modelpod import __version__
 from modelpod.errors import ModelpodError, SpecError
 
+
+class _Commands(TyperGroup):
+    """The command group. Errors modelpod raises on purpose end the command here, so that tests that
+    invoke the app (Typer's CliRunner) see the same exit codes and messages as a user: 2 for a malformed
+    spec, 1 for the others, and no traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context of Typer's own (vendored) click
+        try:
+            return super().invoke(ctx)
+        except SpecError as exc:
+            print_error(exc)
+            raise typer.Exit(2) from None
+        except ModelpodError as exc:
+            print_error(exc)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="modelpod",
     help="From a model file on disk to a fast inference server, a hardened image and Kubernetes.",
     no_args_is_help=True,
@@ -35,14 +56,18 @@ ProfileOption = Annotated[
 def run(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="modelpod")
-    except SpecError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        raise SystemExit(2) from None
-    except ModelpodError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        raise SystemExit(1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def print_error(exc: BaseException) -> None:
+    """An error as plain text: its message quotes user input (names, paths, patterns such as
+    `[a-z0-9]`), which Rich markup would rewrite or drop."""
+    err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False)
+
+
+# Every line below that shows user text (a path, a name, a message) passes it through `escape`, or
+# prints it with markup=False: Rich would read "[link=...]" or "[a-z]" in it as markup.
 
 
 def _version(value: bool) -> None:
@@ -78,9 +103,9 @@ def init(
     from modelpod.scaffold import init_spec
 
     result = init_spec(model, output=output, name=name, fmt=fmt, force=force)
-    out.print(f"wrote {result.path} ({result.format} model)")
+    out.print(f"wrote {escape(str(result.path))} ({result.format} model)")
     if not result.signature_detected:
-        err.print(f"[yellow]note:[/] declare model.signature by hand: {result.note}")
+        err.print(f"[yellow]note:[/] declare model.signature by hand: {escape(result.note or '')}")
 
 
 @app.command()
@@ -93,8 +118,8 @@ def validate(spec: SpecPath = Path(), profile: ProfileOption = None) -> None:
         resolved = load_spec(spec, name)
         label = f"profile {name}" if name else "base"
         out.print(
-            f"[green]ok[/] {resolved.source} ({label}): {resolved.name}, {resolved.model.format} model, "
-            f"{len(resolved.examples)} example(s)"
+            f"[green]ok[/] {escape(str(resolved.source))} ({label}): {resolved.name}, "
+            f"{resolved.model.format} model, {len(resolved.examples)} example(s)"
         )
 
 
@@ -165,7 +190,7 @@ def predict(
     for report in predict_examples(resolved, url=url, timeout=timeout):
         sys.stdout.write(json.dumps({"example": report.name, "outputs": report.outputs}) + "\n")
         for problem in report.problems:
-            err.print(f"[red]mismatch[/] {report.name}: {problem}")
+            err.print(f"[red]mismatch[/] {escape(report.name)}: {escape(problem)}")
         failures += bool(report.problems)
     if failures:
         raise SystemExit(1)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
 
@@ -56,9 +57,9 @@ class _RichReporter:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[detail]}"),
+            TextColumn("{task.fields[detail]}", markup=False),
             TimeElapsedColumn(),
             console=err,
             transient=True,
@@ -157,7 +158,7 @@ def deploy(
         )
     finally:
         reporter.close()
-    tested = f"; smoke test passed: {', '.join(result.smoke_tested)}" if result.smoke_tested else ""
+    tested = f"; smoke test passed: {escape(', '.join(result.smoke_tested))}" if result.smoke_tested else ""
     out.print(
         f"[green]deployed[/] {resolved.name} revision {result.revision.number} in namespace {ns}: "
         f"{len(result.applied)} object(s) applied, {len(result.pruned)} pruned{tested}"
@@ -170,7 +171,7 @@ def _print_diff(cluster: Cluster, manifests: list[dict[str, Any]], **kwargs: Any
     diffs = diff_release(cluster, manifests, **kwargs)
     for item in diffs:
         colour = {"create": "green", "update": "yellow", "delete": "red"}.get(item.action, "dim")
-        err.print(f"[{colour}]{item.action}[/] {item.ref}")
+        err.print(f"[{colour}]{item.action}[/] {escape(str(item.ref))}")
         if item.action != "unchanged":
             sys.stdout.write(item.diff)
     changed = sum(item.action != "unchanged" for item in diffs)
@@ -193,15 +194,20 @@ def status(
     state = release_status(connect(context), release=resolved.name, namespace=ns)
     if state.revision:
         r = state.revision
-        out.print(f"{state.release} in {state.namespace}: revision {r.number} ({r.status}), image {r.image}")
+        out.print(
+            f"{state.release} in {state.namespace}: revision {r.number} ({r.status}), image {r.image}",
+            markup=False,
+        )
     for workload in state.workloads:
         out.print(
             f"Deployment/{workload.name}: {workload.available}/{workload.desired} available, "
-            f"{workload.updated} updated; " + ", ".join(workload.conditions)
+            f"{workload.updated} updated; " + ", ".join(workload.conditions),
+            markup=False,
         )
     table = Table("POD", "PHASE", "READY", "RESTARTS", "PROBLEMS")
     for pod in state.pods:
-        table.add_row(pod.name, pod.phase, pod.ready, str(pod.restarts), "; ".join(pod.problems))
+        row = (pod.name, pod.phase, pod.ready, str(pod.restarts), "; ".join(pod.problems))
+        table.add_row(*map(escape, row))
     out.print(table)
 
 
@@ -220,11 +226,11 @@ def history(
     resolved, ns = _release(spec, profile, namespace)
     revisions = History(connect(context), resolved.name, ns).revisions()
     if not revisions:
-        err.print(f"no release {resolved.name!r} in namespace {ns!r}")
+        err.print(f"no release {resolved.name!r} in namespace {ns!r}", markup=False)
         raise typer.Exit(1)
     table = Table("REVISION", "STATUS", "CREATED", "IMAGE", "DESCRIPTION")
     for r in revisions:
-        table.add_row(str(r.number), r.status, r.created, r.image, r.description)
+        table.add_row(*map(escape, (str(r.number), r.status, r.created, r.image, r.description)))
     out.print(table)
 
 
@@ -254,7 +260,7 @@ def rollback(
     finally:
         reporter.close()
     done = result.revision
-    out.print(f"[green]rolled back[/] {resolved.name}: revision {done.number} ({done.description})")
+    out.print(f"[green]rolled back[/] {resolved.name}: revision {done.number} ({escape(done.description)})")
 
 
 @app.command()
@@ -277,7 +283,7 @@ def logs(
     cluster = connect(context)
     pods = [pod] if pod else pods_of_release(cluster, release=resolved.name, namespace=ns)
     if not pods:
-        err.print(f"{resolved.name} has no pods in namespace {ns}")
+        err.print(f"{resolved.name} has no pods in namespace {ns}", markup=False)
         raise typer.Exit(1)
     if follow:
         ended = stream_log(cluster, pods[0], namespace=ns, on_line=_print_line, timeout_s=timeout)
@@ -291,7 +297,7 @@ def logs(
         try:
             lines = cluster.pod_log(name, namespace=ns, tail_lines=tail)
         except ClusterError as exc:  # one pod not started yet should not hide the others' logs
-            err.print(f"[yellow](no log: {exc.message})[/]")
+            err.print(f"[yellow](no log: {escape(exc.message)})[/]")
             continue
         for line in lines:
             _print_line(line)
@@ -315,9 +321,9 @@ def scale(
 
     resolved, ns = _release(spec, profile, namespace)
     ref, warnings = scale_release(connect(context), release=resolved.name, namespace=ns, replicas=replicas)
-    out.print(f"scaled {ref} to {replicas} replica(s)")
+    out.print(f"scaled {escape(str(ref))} to {replicas} replica(s)")
     for warning in warnings:
-        err.print(f"[yellow]note:[/] {warning}")
+        err.print(f"[yellow]note:[/] {escape(warning)}")
 
 
 @app.command()
@@ -336,7 +342,8 @@ def delete(
     if not yes and not typer.confirm(f"Delete release {resolved.name} from namespace {ns}?"):
         raise typer.Exit(1)
     deleted = delete_release(connect(context), release=resolved.name, namespace=ns, keep_history=keep_history)
-    out.print(f"deleted {len(deleted)} object(s) of {resolved.name}: {', '.join(map(str, deleted))}")
+    names = escape(", ".join(map(str, deleted)))
+    out.print(f"deleted {len(deleted)} object(s) of {resolved.name}: {names}")
 
 
 @app.command()
@@ -377,4 +384,4 @@ def train(
         on_line=_print_line,
         waiting=Waiting(timeout_s=timeout, interval_s=poll_interval),
     )
-    out.print(f"Job {outcome.job} in namespace {outcome.namespace}: {outcome.state}")
+    out.print(f"Job {outcome.job} in namespace {outcome.namespace}: {escape(outcome.state)}")

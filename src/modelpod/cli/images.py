@@ -7,12 +7,14 @@ library function from `modelpod.build` and prints. The library is imported insid
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
 
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     from modelpod.build.engine import Engine
     from modelpod.build.pipeline import BuildResult
     from modelpod.spec.resolved import Spec
+
+# what a --build-arg NAME may be (spec/patterns.py ENV_NAME_PATTERN; importing modelpod.spec here would
+# import numpy into `modelpod --help`)
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 EngineOption = Annotated[
     str | None,
@@ -49,7 +55,7 @@ class ConsoleReporter:
             err.print(text, style="dim", markup=False, highlight=False)
 
     def event(self, text: str) -> None:
-        err.print(f"[bold cyan]modelpod:[/] {text}", highlight=False)
+        err.print(f"[bold cyan]modelpod:[/] {escape(text)}", highlight=False)
 
 
 def _pairs(values: list[str] | None, flag: str, *, allow_bare: bool) -> dict[str, str | None]:
@@ -58,6 +64,11 @@ def _pairs(values: list[str] | None, flag: str, *, allow_bare: bool) -> dict[str
         key, sep, rest = value.partition("=")
         if not key or (not sep and not allow_bare):
             raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=flag)
+        if not _VARIABLE_NAME.fullmatch(key):  # a --build-arg name becomes an ARG line
+            raise typer.BadParameter(
+                f"{key!r} is not a variable name (letters, digits and _, not starting with a digit)",
+                param_hint=flag,
+            )
         pairs[key] = rest if sep else None
     return pairs
 
@@ -89,6 +100,13 @@ def build(
             "--bytecode/--no-bytecode", help="Store .pyc files; default: for large frameworks only."
         ),
     ] = None,
+    keep_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--keep-symlinks",
+            help="Keep symlinks that lead out of the spec directory as links in the image (default: refuse).",
+        ),
+    ] = False,
     smoke: Annotated[
         bool, typer.Option("--smoke-test/--no-smoke-test", help="Run the image and check its examples.")
     ] = True,
@@ -106,11 +124,14 @@ def build(
     from modelpod.spec import load_spec
 
     resolved = load_spec(spec, profile)
+    build_args = _pairs(build_arg, "--build-arg", allow_bare=True)
     connected = connect_engine(engine)
     options = BuildOptions(
         tag=tag,
-        context=ContextOptions(wheelhouse=wheelhouse, ca_bundle=ca_bundle, bytecode=bytecode),
-        build_args=_pairs(build_arg, "--build-arg", allow_bare=True),
+        context=ContextOptions(
+            wheelhouse=wheelhouse, ca_bundle=ca_bundle, bytecode=bytecode, keep_symlinks=keep_symlinks
+        ),
+        build_args=build_args,
         network=network,
         platform=platform,
         pull=pull,
@@ -130,7 +151,7 @@ def _print_build(result: BuildResult) -> None:
 
     from modelpod.build.layers import human
 
-    table = Table(title=f"{result.image}", show_edge=False)
+    table = Table(title=escape(result.image), show_edge=False)
     table.add_column("layer group")
     table.add_column("size", justify="right")
     for group, size in result.groups.items():
@@ -145,14 +166,14 @@ def _print_build(result: BuildResult) -> None:
     for line in rebuilt:
         out.print(f"  rebuilt: {line}", markup=False, highlight=False)
     if result.sbom:
-        out.print(f"SBOM: {result.sbom}")
+        out.print(f"SBOM: {escape(str(result.sbom))}")
     if result.smoke:
         out.print(
-            f"[green]smoke test passed[/]: {', '.join(result.smoke.examples)} "
+            f"[green]smoke test passed[/]: {escape(', '.join(result.smoke.examples))} "
             f"(ready in {result.smoke.ready_s:.1f}s)"
         )
     if result.pushed:
-        out.print(f"pushed: {result.pushed}")
+        out.print(f"pushed: {escape(result.pushed)}")
 
 
 def _image_for(spec_obj: Spec, image: str | None) -> str:
@@ -206,7 +227,7 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 class _RunReporter(ConsoleReporter):
     def event(self, text: str) -> None:
         if text.startswith("ready after"):
-            out.print(f"[green]ready[/]: {text.split(': ', 1)[-1]}", highlight=False)
+            out.print(f"[green]ready[/]: {escape(text.split(': ', 1)[-1])}", highlight=False)
         super().event(text)
 
 
@@ -252,7 +273,7 @@ def doctor(
     colours = {"ok": "green", "warn": "yellow", "fail": "red"}
     for finding in findings:
         status = f"[{colours[finding.status]}]{finding.status}[/]"
-        table.add_row(finding.check, status, finding.detail, finding.hint or "")
+        table.add_row(escape(finding.check), status, escape(finding.detail), escape(finding.hint or ""))
     out.print(table)
     if any(f.status == "fail" for f in findings):
         raise typer.Exit(1)

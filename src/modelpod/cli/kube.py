@@ -56,7 +56,7 @@ def render(
         path = output / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    err.print(f"wrote {len(files)} file(s) to {output}")
+    err.print(f"wrote {len(files)} file(s) to {output}", markup=False, highlight=False)
 
 
 def _render_files(

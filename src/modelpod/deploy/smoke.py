@@ -20,7 +20,7 @@ _NOT_SERVED = (502, 503, 504)
 _UNREACHABLE_HINT = (
     "the API server's service proxy could not reach the pods; where a NetworkPolicy enforcer blocks "
     "the control plane from the serving port, admit its addresses with "
-    "kubernetes.network_policy.from_cidrs, or deploy with --no-smoke-test"
+    "kubernetes.network_policy.allow_from (e.g. - {cidr: 172.18.0.0/16}), or deploy with --no-smoke-test"
 )
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from modelpod.errors import SpecIssue
 from modelpod.signature import suggest
+from modelpod.spec.patterns import PATTERN_HINTS
 
 Loc = tuple[str | int, ...]
 
@@ -26,39 +27,16 @@ def format_path(loc: Loc) -> str:
     return text
 
 
-def line_index(text: str) -> dict[Loc, int]:
-    """1-based line of every key and value in a YAML document, by field path."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
-    lines: dict[Loc, int] = {}
-
-    def walk(node: yaml.Node, loc: Loc) -> None:
-        lines.setdefault(loc, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = (*loc, str(key.value))
-                lines[child] = key.start_mark.line + 1
-                walk(value, child)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*loc, i))
-
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def yaml_issue(error: yaml.YAMLError) -> SpecIssue:
+def yaml_issue(error: yaml.YAMLError, text: str) -> SpecIssue:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error)
-    return SpecIssue(
-        path="",
-        message=f"not valid YAML: {problem}",
-        hint="check indentation and quoting near that line",
-        line=mark.line + 1 if mark is not None else None,
-    )
+    line = mark.line + 1 if mark is not None else None
+    hint = "check indentation and quoting near that line"
+    if isinstance(error, yaml.reader.ReaderError):  # a control character: no mark, a position
+        line = text[: error.position].count("\n") + 1
+        problem = f"character #x{error.character:04x} is not allowed in YAML"
+        hint = "remove control characters (is this a binary file?); write them as escapes in a quoted string"
+    return SpecIssue(path="", message=f"not valid YAML: {problem}", hint=hint, line=line)
 
 
 def validation_issues(
@@ -87,6 +65,14 @@ def validation_issues(
             value = None
         elif kind.startswith("value_error"):
             message = message.removeprefix("Value error, ")
+        elif kind == "string_pattern_mismatch":
+            hint = PATTERN_HINTS.get(str(item.get("ctx", {}).get("pattern", "")))
+            if item["loc"][-1] == "[key]":
+                message = f"the key: {message}"
+        elif kind == "finite_number":
+            hint = ".inf and .nan are not allowed here: write a number"
+        if hint is None and kind != "extra_forbidden":
+            hint = _description(model, loc) or "`modelpod schema` describes every field and what it takes"
         if isinstance(value, dict | list) or kind == "model_type":
             value = None  # a whole section is noise in a one-line message
         issues.append(
@@ -127,21 +113,38 @@ def _clean_loc(loc: tuple[Any, ...]) -> Loc:
 
 def _field_names(model: type[BaseModel], loc: Loc) -> list[str]:
     """The keys allowed at `loc` inside `model`, for "did you mean" hints."""
+    current = _unwrap(_annotation_at(model, loc), index=False)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _description(model: type[BaseModel], loc: Loc) -> str | None:
+    """The description of the field nearest to `loc`, as a hint when pydantic's message is all there is."""
+    while loc:
+        if isinstance(loc[-1], str):
+            owner = _unwrap(_annotation_at(model, loc[:-1]), index=False)
+            if isinstance(owner, type) and issubclass(owner, BaseModel):
+                field = next((f for n, f in owner.model_fields.items() if (f.alias or n) == loc[-1]), None)
+                if field is not None and field.description:
+                    return field.description
+        loc = loc[:-1]
+    return None
+
+
+def _annotation_at(model: type[BaseModel], loc: Loc) -> Any:
     current: Any = model
     for part in loc:
         current = _unwrap(current, index=isinstance(part, int))
         if isinstance(part, int):
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
+            return None
         field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
         if field is None:
-            return []
+            return None
         current = field.annotation
-    current = _unwrap(current, index=False)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
+    return current
 
 
 def _unwrap(annotation: Any, *, index: bool) -> Any:

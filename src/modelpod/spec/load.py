@@ -5,7 +5,9 @@
 - resolve: a frozen, complete `Spec`: paths absolute, format detected, examples read, image name filled.
 
 Every problem becomes a `SpecIssue` naming the field path, the bad value, the YAML line and a hint;
-all problems found are raised together in one `SpecError`.
+all problems found are raised together in one `SpecError`. The file is read within the limits of
+`spec/_yaml.py` (size, nesting, aliases, duplicate keys), and every path it names must stay inside its
+directory once symlinks are followed.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from pydantic import ValidationError
 
 from modelpod.errors import InputError, SpecError, SpecIssue
 from modelpod.signature import suggest
-from modelpod.spec._issues import Loc, format_path, line_index, validation_issues, yaml_issue
+from modelpod.spec._issues import Loc, format_path, validation_issues, yaml_issue
+from modelpod.spec._paths import inside, read_example
+from modelpod.spec._yaml import MAX_SPEC_BYTES, Refused, decode_spec, parse_yaml, read_limited
 from modelpod.spec.footprint import read_footprint
 from modelpod.spec.formats import detect_format
 from modelpod.spec.model import FORMATS, SpecFile
+from modelpod.spec.patterns import quantity_bytes
 from modelpod.spec.resolved import Example, ResolvedImage, ResolvedModel, Spec
 
 SPEC_FILENAMES = ("modelpod.yaml", "modelpod.yml")
@@ -63,29 +68,47 @@ def find_spec_file(path: str | Path = ".") -> Path:
 def load_spec(path: str | Path = ".", profile: str | None = None, *, require_model: bool = True) -> Spec:
     """Read, validate and resolve a spec. `require_model=False` skips the check that the model file exists."""
     source = find_spec_file(path)
-    text = source.read_text(encoding="utf-8")
-    raw = _parse(text, str(source))
-    lines = line_index(text)
+    raw, lines = read_spec(source)
     base = _validate(raw, lines, str(source))
     merged = _apply_profile(raw, base, profile, lines, str(source))
-    return _resolve(
-        merged, source, profile, tuple(sorted({*base.profiles, *BUILTIN_PROFILES})), require_model
-    )
+    profiles = tuple(sorted({*base.profiles, *BUILTIN_PROFILES}))
+    overlay = base.profiles.get(profile, {}) if profile else {}
+    return _resolve(merged, source, profile, profiles, require_model, _Locator(lines, profile, overlay))
 
 
 def profile_names(path: str | Path = ".") -> list[str]:
     """The profiles a spec defines, for tools that check every one of them."""
     source = find_spec_file(path)
-    text = source.read_text(encoding="utf-8")
-    raw = _parse(text, str(source))
-    return sorted(_validate(raw, line_index(text), str(source)).profiles)
+    raw, lines = read_spec(source)
+    return sorted(_validate(raw, lines, str(source)).profiles)
 
 
-def _parse(text: str, source: str) -> dict[str, Any]:
+def read_spec(source: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
+    """The spec file's top-level mapping and the line of every field path, read within the limits of
+    `spec/_yaml.py`; anything else is a SpecError."""
     try:
-        data = yaml.safe_load(text)
+        data = read_limited(source, MAX_SPEC_BYTES)
+    except OSError as exc:
+        issue = SpecIssue("", f"cannot read the file: {exc.strerror}", hint="check its permissions")
+        raise SpecError([issue], source=str(source)) from None
+    if data is None:
+        issue = SpecIssue(
+            "",
+            f"the file is larger than {MAX_SPEC_BYTES // 1024} KiB, the limit of a spec",
+            hint="a spec is a few kilobytes: move large example inputs to example files (examples[].file)",
+        )
+        raise SpecError([issue], source=str(source))
+    try:
+        text = decode_spec(data)
+        raw, lines = parse_yaml(text)
+    except Refused as exc:
+        raise SpecError([exc.issue], source=str(source)) from None
     except yaml.YAMLError as exc:
-        raise SpecError([yaml_issue(exc)], source=source) from None
+        raise SpecError([yaml_issue(exc, text)], source=str(source)) from None
+    return _top_level(raw, str(source)), lines
+
+
+def _top_level(data: Any, source: str) -> dict[str, Any]:
     if data is None:
         raise SpecError(
             [SpecIssue("", "the file is empty", hint="start from `modelpod init <model file>`")],
@@ -190,19 +213,21 @@ def _line_for(lines: dict[Loc, int], prefix: Loc, dotted: str) -> int | None:
 
 
 def _resolve(
-    file: SpecFile, source: Path, profile: str | None, profiles: tuple[str, ...], require_model: bool
+    file: SpecFile,
+    source: Path,
+    profile: str | None,
+    profiles: tuple[str, ...],
+    require_model: bool,
+    locate: _Locator,
 ) -> Spec:
     root = source.parent.resolve()
     issues: list[SpecIssue] = []
     model = _resolve_model(file, root, require_model, issues)
     examples = _resolve_examples(file, root, model, issues)
+    inside(root, file.train.output_dir, "train.output_dir", issues)
+    _check_storage(file, issues)
     if issues:
-        lines = line_index(source.read_text(encoding="utf-8"))
-        located = [
-            SpecIssue(i.path, i.message, i.value, i.hint, i.line or _line_for(lines, (), i.path))
-            for i in issues
-        ]
-        raise SpecError(located, source=str(source))
+        raise SpecError([locate(issue) for issue in issues], source=str(source))
     return Spec(
         name=file.name,
         description=file.description,
@@ -223,9 +248,53 @@ def _resolve(
     )
 
 
+def _check_storage(file: SpecFile, issues: list[SpecIssue]) -> None:
+    """The /tmp volume counts against a pod's ephemeral storage: a limit below it would evict the pod
+    before /tmp is full."""
+    tmp = quantity_bytes(file.kubernetes.tmp_size)
+    for field, resources in (("resources", file.resources), ("train.resources", file.train.resources)):
+        if resources is not None and quantity_bytes(resources.ephemeral_storage) < tmp:
+            issues.append(
+                SpecIssue(
+                    f"{field}.ephemeral_storage",
+                    f"{resources.ephemeral_storage} is less than the /tmp volume "
+                    f"(kubernetes.tmp_size: {file.kubernetes.tmp_size})",
+                    hint="raise ephemeral_storage above tmp_size, with room for the logs, or lower tmp_size",
+                )
+            )
+
+
+class _Locator:
+    """Where an issue found while resolving lies: in the selected profile when that profile sets the
+    field (then the path names the profile, as validation issues do), else in the base."""
+
+    def __init__(self, lines: dict[Loc, int], profile: str | None, overlay: dict[str, Any]) -> None:
+        self.lines, self.profile, self.overlay = lines, profile, overlay
+
+    def __call__(self, issue: SpecIssue) -> SpecIssue:
+        if issue.line is not None:
+            return issue
+        if self.profile and _path_in(self.overlay, issue.path):
+            line = _line_for(self.lines, ("profiles", self.profile), issue.path)
+            path = f"profiles.{self.profile}.{issue.path}"
+            return SpecIssue(path, issue.message, issue.value, issue.hint, line)
+        return SpecIssue(
+            issue.path, issue.message, issue.value, issue.hint, _line_for(self.lines, (), issue.path)
+        )
+
+
 def _resolve_model(file: SpecFile, root: Path, require_model: bool, issues: list[SpecIssue]) -> ResolvedModel:
     section = file.model
-    path = (root / section.path).resolve() if section.path else None
+    path = inside(root, section.path, "model.path", issues) if section.path else None
+    if section.path and path is None:
+        return ResolvedModel(
+            path=path,
+            format=section.format or "custom",
+            class_name=section.class_,
+            signature=section.signature,
+            options=section.options,
+            code_dir=root,
+        )  # nothing more to say about a file modelpod will not read
     fmt = section.format
     if section.class_ is not None:
         if fmt not in (None, "custom"):
@@ -298,14 +367,19 @@ def _resolve_examples(
     for i, section in enumerate(file.examples):
         inputs, expected = section.inputs, section.expected
         if section.file is not None:
+            field = f"examples[{i}].file"
+            path = inside(root, section.file, field, issues)
+            if path is None:
+                continue
             try:
-                data = json.loads((root / section.file).read_text(encoding="utf-8"))
+                data = read_example(path, file.server.max_body_bytes)
                 inputs, expected = data["inputs"], data.get("expected")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 issues.append(
                     SpecIssue(
-                        f"examples[{i}].file",
-                        f"cannot read the example: {exc}",
+                        field,
+                        f"cannot read the example: {reason}",
                         value=section.file,
                         hint='a JSON object {"inputs": {...}, "expected": {...}}; '
                         "example files are written by training scripts",

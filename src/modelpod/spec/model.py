@@ -14,6 +14,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
 from modelpod.signature import Signature
+from modelpod.spec.patterns import (
+    DURATION_PATTERN,
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN,
+    URL_PATTERN,
+    DebPackage,
+    DnsSubdomain,
+    EnvName,
+    EnvValue,
+    ImageRef,
+    LabelKey,
+    LabelValue,
+    Requirement,
+)
 
 Format = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "custom"]
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
@@ -23,10 +37,11 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 CLASS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+INT32_MAX = 2**31 - 1  # Kubernetes counts and durations are int32
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -50,8 +65,10 @@ class ModelSection(Section):
 
 
 class PythonSection(Section):
-    requirements: tuple[str, ...] = Field(default=(), description="Extra pip requirements of the model.")
-    system_packages: tuple[str, ...] = Field(
+    requirements: tuple[Requirement, ...] = Field(
+        default=(), description="Extra pip requirements of the model, one requirement per entry."
+    )
+    system_packages: tuple[DebPackage, ...] = Field(
         default=(), description="Debian packages to install in the image."
     )
 
@@ -75,7 +92,9 @@ class ServerSection(Section):
     max_body_bytes: ByteSize = Field(
         default=ByteSize(16 * 1024 * 1024), gt=0, description="e.g. 16MiB; larger bodies get 413."
     )
-    drain_timeout_s: float = Field(default=25.0, ge=0, description="On SIGTERM, time for in-flight requests.")
+    drain_timeout_s: float = Field(
+        default=25.0, ge=0, le=3600, description="On SIGTERM, time for in-flight requests."
+    )
     threads: int | None = Field(
         default=None, ge=1, description="Intra-op threads of the framework; default: the CPU limit."
     )
@@ -129,7 +148,13 @@ class GenerationSection(Section):
 class ResourcesSection(Section):
     cpu: str = Field(default="1", pattern=CPU_PATTERN, description='CPU cores, e.g. "2" or "500m".')
     memory: str = Field(default="1Gi", pattern=MEMORY_PATTERN, description='Memory, e.g. "2Gi".')
-    gpu: int = Field(default=0, ge=0, description="NVIDIA GPUs per replica.")
+    gpu: int = Field(default=0, ge=0, le=INT32_MAX, description="NVIDIA GPUs per replica.")
+    ephemeral_storage: str = Field(
+        default="1Gi",
+        pattern=MEMORY_PATTERN,
+        description="Local disk per replica (request and limit): the /tmp volume (kubernetes.tmp_size) "
+        "and the container's logs; a pod that writes more is evicted.",
+    )
 
     @field_validator("cpu", mode="before")
     @classmethod
@@ -138,11 +163,11 @@ class ResourcesSection(Section):
 
 
 class ScalingSection(Section):
-    replicas: int = Field(default=1, ge=0)
-    min_replicas: int = Field(default=1, ge=1)
-    max_replicas: int = Field(default=3, ge=1)
+    replicas: int = Field(default=1, ge=0, le=INT32_MAX)
+    min_replicas: int = Field(default=1, ge=1, le=INT32_MAX)
+    max_replicas: int = Field(default=3, ge=1, le=INT32_MAX)
     target_concurrency: float = Field(
-        default=8.0, gt=0, description="In-flight requests per replica to aim for."
+        default=8.0, gt=0, le=1_000_000, description="In-flight requests per replica to aim for."
     )
     autoscaler: Literal["cpu", "inflight", "keda", "none"] = Field(
         default="cpu",
@@ -157,7 +182,7 @@ class ScalingSection(Section):
     )
     prometheus_url: str = Field(
         default="http://prometheus-operated.monitoring.svc:9090",
-        pattern=r"^https?://",
+        pattern=URL_PATTERN,
         description="Prometheus that the keda autoscaler queries.",
     )
 
@@ -173,14 +198,10 @@ class ScalingSection(Section):
 
 
 class ImageSection(Section):
-    repository: str | None = Field(default=None, description="Image repository; defaults to the spec name.")
-    base: str = Field(default="python:3.11-slim", description="Base image.")
-
-
-_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-LABEL_KEY_PATTERN = rf"^({_DNS_SUBDOMAIN}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
-LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
-DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
+    repository: ImageRef | None = Field(
+        default=None, description="Image repository; defaults to the spec name."
+    )
+    base: ImageRef = Field(default="python:3.11-slim", description="Base image.")
 
 
 class Toleration(Section):
@@ -205,7 +226,7 @@ class GpuSection(Section):
     tolerations: tuple[Toleration, ...] = Field(
         default=(Toleration(key="nvidia.com/gpu"),), description="Taints of GPU nodes that pods tolerate."
     )
-    node_selector: dict[str, str] = Field(
+    node_selector: dict[LabelKey, LabelValue] = Field(
         default_factory=dict,
         description='Node labels GPU pods need, e.g. {"nvidia.com/gpu.present": "true"}.',
     )
@@ -214,44 +235,65 @@ class GpuSection(Section):
     )
 
 
-class NetworkPolicySection(Section):
-    enabled: bool = True
-    same_namespace: bool = Field(default=True, description="Pods of the release's namespace may connect.")
-    from_namespaces: tuple[str, ...] = Field(
-        default=(), description="Further namespaces whose pods may connect to the serving port."
+class Peer(Section):
+    """Pods (by namespace and labels) or an address range, in a NetworkPolicy rule."""
+
+    namespace: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="Namespace of the pods; default: the release's own."
     )
-    from_pod_labels: dict[str, str] = Field(
-        default_factory=dict, description="Pods with these labels (in any allowed namespace) may connect."
+    pods: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Labels the pods carry; empty: every pod of the namespace."
     )
-    from_cidrs: tuple[str, ...] = Field(
-        default=(),
-        description="Address ranges that may connect, e.g. the control plane's, so that the API server's "
-        "service proxy (used by `modelpod deploy` to smoke-test a release) gets through.",
+    cidr: str | None = Field(
+        default=None, description="An address range such as 10.0.0.0/24, instead of namespace and pods."
     )
 
-    @field_validator("from_cidrs")
+    @field_validator("cidr")
     @classmethod
-    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
+    def _cidr(cls, value: str | None) -> str | None:
+        if value is not None:
             try:
-                ipaddress.ip_network(cidr, strict=True)
+                ipaddress.ip_network(value, strict=True)
             except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not an address range such as 10.0.0.0/24: {exc}") from None
+                raise ValueError(f"{value!r} is not an address range such as 10.0.0.0/24: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _pods_or_range(self) -> Peer:
+        if self.cidr is not None and (self.namespace is not None or self.pods):
+            raise ValueError("give either cidr, or namespace and pods, not both")
+        return self
+
+
+class NetworkPolicySection(Section):
+    enabled: bool = True
+    allow_from: tuple[Peer, ...] = Field(
+        default=(Peer(),),
+        description="Who may connect to the serving port: pods by namespace and labels, or address "
+        "ranges (e.g. the control plane's, so that the API server's service proxy, which `modelpod "
+        "deploy` smoke-tests through, gets in). Default: every pod of the release's namespace. "
+        "Prometheus's and the ingress controller's namespaces are added when a monitor or an Ingress is "
+        "rendered; an empty list admits nothing else.",
+    )
+    dns: tuple[Peer, ...] = Field(
+        default=(Peer(namespace="kube-system", pods={"k8s-app": "kube-dns"}),),
+        description="Where pods may send DNS queries (port 53), the only traffic they may start: the "
+        "cluster DNS pods by default; add e.g. {cidr: 169.254.20.10/32} for NodeLocal DNSCache.",
+    )
 
 
 class IngressSection(Section):
     enabled: bool = False
     host: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     path: str = Field(default="/", pattern=r"^/")
-    class_name: str | None = Field(default=None, description="IngressClass, e.g. nginx.")
+    class_name: DnsSubdomain | None = Field(default=None, description="IngressClass, e.g. nginx.")
     tls_secret: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="Secret with the TLS cert."
     )
     controller_namespace: str = Field(
         default="ingress-nginx", pattern=NAME_PATTERN, description="Namespace the NetworkPolicy admits."
     )
-    annotations: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[LabelKey, str] = Field(default_factory=dict)
 
 
 class MonitoringSection(Section):
@@ -267,7 +309,7 @@ class MonitoringSection(Section):
         pattern=NAME_PATTERN,
         description="Namespace the NetworkPolicy admits for scraping.",
     )
-    labels: dict[str, str] = Field(
+    labels: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, description="Extra labels on the monitoring objects, e.g. release: prometheus."
     )
     scrape_interval: str = Field(default="30s", pattern=DURATION_PATTERN)
@@ -287,7 +329,7 @@ class KubernetesSection(Section):
         default=600, ge=10, le=86_400, description="Budget for the model to load before the pod is restarted."
     )
     progress_deadline_s: int = Field(
-        default=900, ge=30, description="Rollout deadline; must exceed startup_timeout_s."
+        default=900, ge=30, le=INT32_MAX, description="Rollout deadline; must exceed startup_timeout_s."
     )
     prestop_sleep_s: int = Field(
         default=5, ge=0, le=300, description="Delay before SIGTERM, so endpoints stop routing to the pod."
@@ -295,13 +337,17 @@ class KubernetesSection(Section):
     termination_margin_s: int = Field(
         default=5, ge=0, le=300, description="Added to preStop + server.drain_timeout_s for the grace period."
     )
-    max_unavailable: int = Field(default=1, ge=1, description="Voluntary disruptions the PDB allows.")
+    max_unavailable: int = Field(
+        default=1, ge=1, le=INT32_MAX, description="Voluntary disruptions the PDB allows."
+    )
     topology_spread: Literal["ScheduleAnyway", "DoNotSchedule"] = Field(
         default="ScheduleAnyway", description="Spread replicas across nodes: a preference or a rule."
     )
     tmp_size: str = Field(default="256Mi", pattern=MEMORY_PATTERN, description="Size of the /tmp emptyDir.")
     image_pull_policy: Literal["IfNotPresent", "Always"] = "IfNotPresent"
-    image_pull_secrets: tuple[str, ...] = Field(default=(), description="Secrets to pull a private image.")
+    image_pull_secrets: tuple[DnsSubdomain, ...] = Field(
+        default=(), description="Secrets to pull a private image."
+    )
     auth_secret: str | None = Field(
         default=None,
         pattern=NAME_PATTERN,
@@ -330,8 +376,8 @@ class TrainSection(Section):
     )
     output_dir: str = Field(
         default="model",
-        pattern=r"^[^/]",
-        description="Where the command writes the model, relative to the spec.",
+        pattern=r"^[^/\x00][^\x00]*$",
+        description="Where the command writes the model, relative to the spec (inside its directory).",
     )
     output_size: str = Field(default="10Gi", pattern=MEMORY_PATTERN, description="Size of the output volume.")
     output_claim: str | None = Field(
@@ -339,11 +385,17 @@ class TrainSection(Section):
         pattern=NAME_PATTERN,
         description="PersistentVolumeClaim for the output; default an emptyDir.",
     )
-    env: dict[str, str] = Field(default_factory=dict, description="Environment of the training command.")
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict, description="Environment of the training command."
+    )
     resources: ResourcesSection | None = Field(default=None, description="Default: the serving resources.")
     backoff_limit: int = Field(default=1, ge=0, le=20, description="Retries of a failed training pod.")
-    active_deadline_s: int = Field(default=6 * 3600, ge=60, description="Time limit of the whole Job.")
-    ttl_after_finished_s: int = Field(default=86_400, ge=0, description="How long a finished Job is kept.")
+    active_deadline_s: int = Field(
+        default=6 * 3600, ge=60, le=INT32_MAX, description="Time limit of the whole Job."
+    )
+    ttl_after_finished_s: int = Field(
+        default=86_400, ge=0, le=INT32_MAX, description="How long a finished Job is kept."
+    )
 
 
 class ExampleSection(Section):
@@ -406,6 +458,6 @@ class SpecFile(Section):
     @classmethod
     def _profile_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name in value:
-            if not re.match(NAME_PATTERN, name):
+            if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"profile name {name!r} must be lowercase letters, digits and dashes")
         return value

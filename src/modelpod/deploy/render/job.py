@@ -58,7 +58,10 @@ def render_training_job(spec: Spec, image: ImageRef, run_id: str) -> dict[str, A
         "command": list(train.command),
         "workingDir": APP_DIR,
         "env": [{"name": k, "value": v} for k, v in env.items()],
-        "resources": resource_requirements(spec, resources),
+        # an emptyDir output is written to the node's disk, so it counts against ephemeral storage
+        "resources": resource_requirements(
+            spec, resources, extra_storage=None if train.output_claim else train.output_size
+        ),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }

@@ -7,6 +7,7 @@ from typing import Any
 from modelpod.deploy.render.image import ImageRef
 from modelpod.deploy.render.labels import metadata, release_labels, selector_labels
 from modelpod.deploy.render.workload import PORT_NAME
+from modelpod.spec.model import Peer
 from modelpod.spec.resolved import Spec
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace since Kubernetes 1.22
@@ -34,16 +35,17 @@ def _namespace_peer(namespace: str, pod_labels: dict[str, str] | None = None) ->
     return peer
 
 
+def _peer(peer: Peer) -> dict[str, Any]:
+    if peer.cidr is not None:
+        return {"ipBlock": {"cidr": peer.cidr}}
+    if peer.namespace is None:  # the release's own namespace: a pod selector alone
+        return {"podSelector": {"matchLabels": dict(peer.pods)} if peer.pods else {}}
+    return _namespace_peer(peer.namespace, peer.pods)
+
+
 def _ingress_peers(spec: Spec) -> list[dict[str, Any]]:
-    """Who may connect to the serving port: configured peers, Prometheus, the ingress controller."""
-    policy = spec.kubernetes.network_policy
-    pod_labels = dict(policy.from_pod_labels)
-    peers: list[dict[str, Any]] = []
-    if policy.same_namespace:
-        peers.append({"podSelector": {"matchLabels": pod_labels} if pod_labels else {}})
-    peers += [_namespace_peer(ns, pod_labels) for ns in policy.from_namespaces]
-    # e.g. the control plane: the API server's service proxy (deploy's smoke test) comes from there
-    peers += [{"ipBlock": {"cidr": cidr}} for cidr in policy.from_cidrs]
+    """Who may connect to the serving port: the configured peers, Prometheus, the ingress controller."""
+    peers = [_peer(peer) for peer in spec.kubernetes.network_policy.allow_from]
     monitoring = spec.kubernetes.monitoring
     if monitoring.monitor != "none" and monitoring.prometheus_namespace:
         peers.append(_namespace_peer(monitoring.prometheus_namespace))
@@ -53,13 +55,18 @@ def _ingress_peers(spec: Spec) -> list[dict[str, Any]]:
 
 
 def render_network_policy(spec: Spec, image: ImageRef) -> dict[str, Any]:
+    policy = spec.kubernetes.network_policy
     port = {"port": spec.server.port, "protocol": "TCP"}
     if spec.kubernetes.service_type == "ClusterIP":
-        ingress = [{"from": _ingress_peers(spec), "ports": [port]}]
+        peers = _ingress_peers(spec)
+        # a rule without `from` admits every source, so no peers must mean no rule at all
+        ingress = [{"from": peers, "ports": [port]}] if peers else []
     else:
         # NodePort and LoadBalancer traffic arrives from node and client addresses no selector can name
         ingress = [{"ports": [port]}]
-    dns = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    dns_ports = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    # name resolution only, and only at the cluster's DNS: a model server calls nothing else
+    egress = [{"to": [_peer(peer) for peer in policy.dns], "ports": dns_ports}] if policy.dns else []
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -69,7 +76,7 @@ def render_network_policy(spec: Spec, image: ImageRef) -> dict[str, Any]:
             "podSelector": {"matchLabels": release_labels(spec)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": ingress,
-            "egress": [{"ports": dns}],  # name resolution only: a model server calls nothing else
+            "egress": egress,
         },
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelpod.spec.model import ResourcesSection
+from modelpod.spec.patterns import quantity_bytes
 from modelpod.spec.resolved import Spec
 
 # The image's non-root user (DESIGN.md, "Images"); a UID above 10000 stays clear of host users.
@@ -41,13 +42,27 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def resource_requirements(spec: Spec, resources: ResourcesSection) -> dict[str, Any]:
-    """Requests equal limits: the pod gets Guaranteed QoS, and the CPU limit sets the server's threads."""
-    amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+def resource_requirements(
+    spec: Spec, resources: ResourcesSection, *, extra_storage: str | None = None
+) -> dict[str, Any]:
+    """Requests equal limits: the pod gets Guaranteed QoS, and the CPU limit sets the server's threads.
+    Ephemeral storage covers /tmp and the logs, plus `extra_storage` (a disk-backed output volume)."""
+    storage = resources.ephemeral_storage
+    if extra_storage is not None:
+        storage = _sum_quantities(storage, extra_storage)
+    amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory, "ephemeral-storage": storage}
     limits = dict(amounts)
     if resources.gpu:
         limits[spec.kubernetes.gpu.resource] = resources.gpu
     return {"requests": amounts, "limits": limits}
+
+
+def _sum_quantities(*quantities: str) -> str:
+    total = sum(quantity_bytes(q) for q in quantities)
+    for suffix, size in (("Gi", 2**30), ("Mi", 2**20)):
+        if total % size == 0:
+            return f"{total // size}{suffix}"
+    return str(total)
 
 
 def scratch_volumes(
