@@ -32,7 +32,9 @@ def make_project(root: Path, tokenizer_dir: Path, settings: str) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Iterator[ServerProcess]:
     project = make_project(
-        tmp_path_factory.mktemp("tiny"), smollm2_dir, "generation: {max_running_sequences: 16}\n"
+        tmp_path_factory.mktemp("tiny"),
+        smollm2_dir,
+        "generation: {max_running_sequences: 16}\nserver: {max_body_bytes: 64KiB}\n",
     )
     with ServerProcess(project) as process:
         yield process
@@ -280,3 +282,11 @@ def test_the_openapi_document_lists_the_generation_endpoints(server: ServerProce
     chat = document["paths"]["/v1/chat/completions"]["post"]
     assert chat["requestBody"]["content"]["application/json"]["schema"]["required"] == ["messages"]
     assert "/v1/completions" in document["paths"]
+
+
+def test_a_body_over_the_limit_gets_413_in_openai_shape(client: openai.OpenAI) -> None:
+    long = [{"role": "user", "content": "x" * 70_000}]
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="tiny", messages=long, max_tokens=4)
+    assert refused.value.status_code == 413
+    assert "larger than the limit of 65536 bytes" in str(refused.value)
