@@ -17,19 +17,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
-# example -> (script that makes its model, a file that script writes)
+# example -> (script that makes its model, the files that script writes)
 _PREPARE = {
-    "digits": ("train.py", "model/digits.onnx"),
-    "sklearn": ("train.py", "model/digits-pipeline.skops"),
-    "minilm": ("prepare.py", "model/model.safetensors"),
+    "digits": ("train.py", ("model/digits.onnx", "example.json")),
+    "sklearn": ("train.py", ("model/digits-pipeline.skops", "example.json")),
+    "minilm": ("prepare.py", ("model/model.safetensors", "example.json")),
+    "smollm2": ("prepare.py", ("model/model.safetensors",)),  # its example is a chat in the spec
 }
 
 
 def prepare_example(name: str) -> Path:
     """The example's directory, running its training or preparation script first if its model is missing."""
-    script, product = _PREPARE[name]
+    script, products = _PREPARE[name]
     directory = EXAMPLES / name
-    if not (directory / product).exists() or not (directory / "example.json").exists():
+    if not all((directory / product).exists() for product in products):
         result = subprocess.run(
             [sys.executable, str(directory / script)],
             capture_output=True,
@@ -60,18 +61,7 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """examples/smollm2/model, converted by examples/smollm2/prepare.py if it is missing."""
-    model = EXAMPLES / "smollm2" / "model"
-    if not (model / "model.safetensors").exists():
-        result = subprocess.run(
-            [sys.executable, str(EXAMPLES / "smollm2" / "prepare.py")],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"smollm2/prepare.py failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return model
+    return prepare_example("smollm2") / "model"
 
 
 @pytest.fixture
