@@ -134,7 +134,8 @@ class ServerApp:
     ) -> int:
         try:
             if scope["method"] != "POST":
-                raise ApiError(405, f"{scope['method']} is not allowed on {scope['path']}")
+                message = f"{scope['method']} is not allowed on {scope['path']}"
+                raise ApiError(405, message, headers={"Allow": "POST"})
             self.state.check_auth(headers.get("authorization"))  # before reading a stranger's body
             body = await self._read_body(headers, receive)
             reply = await route.handler(Call(body, headers, params))

@@ -81,7 +81,9 @@ class ServerState:
         if self.auth_token is None:
             return
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.auth_token):
+        # as bytes: compare_digest refuses str with non-ASCII characters (a header may hold any byte)
+        given = token.strip().encode("latin-1", errors="replace")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self.auth_token.encode()):
             self.metrics.reject("unauthorized")
             raise ApiError(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
