@@ -116,6 +116,7 @@ async def _load(
     )
     batcher.start()
     state.predictor, state.batcher = predictor, batcher
+    state.limits = state.limits.with_signature(predictor.signature)
     state.metrics.queue_now.set_function(lambda: batcher.queue_depth)
     state.metrics.busy_now.set_function(lambda: batcher.busy_workers)
     state.metrics.load_seconds.labels(state.name).set(predictor.load_seconds)

@@ -14,11 +14,13 @@ import enum
 import hmac
 import time
 from collections.abc import Mapping
+from typing import NoReturn
 
 from modelpod.errors import InferenceError, InputError
 from modelpod.predictor import Predictor
 from modelpod.runtimes.base import Batch
 from modelpod.server.batcher import Batcher, DeadlineError, DrainingError, QueueFullError
+from modelpod.server.limits import RequestLimits, TooLarge
 from modelpod.server.logs import request_id
 from modelpod.server.metrics import Metrics
 from modelpod.spec.resolved import Spec
@@ -54,6 +56,7 @@ class ServerState:
         self.started_at = int(time.time())
         self.failure: str | None = None
         self.inflight = 0  # HTTP requests being handled, kept by ServerApp; the drain waits for 0
+        self.limits = RequestLimits.for_spec(spec)  # with the JSON value bound once the model is loaded
         # read at scrape time: a gauge's inc and dec take a lock each, twice per request
         self.metrics.inflight_now.set_function(lambda: self.inflight)
 
@@ -87,11 +90,28 @@ class ServerState:
             self.metrics.reject("unauthorized")
             raise ApiError(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
+    def check_items(self, items: int) -> None:
+        """413 for more items than one request may carry (server.max_request_items), 422 for none."""
+        if items > self.limits.max_items:
+            self.too_large(
+                TooLarge(
+                    f"the request has {items} items; this server takes at most {self.limits.max_items} "
+                    "in one request (server.max_request_items): split it into several requests"
+                )
+            )
+        if items == 0:
+            raise ApiError(422, "the request has no items; send at least one")
+
+    def too_large(self, exc: TooLarge) -> NoReturn:
+        self.metrics.reject("too_many_items")
+        raise ApiError(413, str(exc)) from None
+
     async def infer(self, inputs: Batch) -> Batch:
         """Run coerced inputs (batch dimension first) through the batcher; failures become ApiErrors."""
         self.loaded()
         if self.batcher is None:
             raise ApiError(503, f"model {self.name} is {self.health.value}")
+        self.check_items(len(next(iter(inputs.values()))))
         try:
             return await self.batcher.submit(inputs, timeout=self.spec.server.request_timeout_s)
         except QueueFullError as exc:

@@ -19,6 +19,7 @@ import orjson
 
 from modelpod.errors import InputError
 from modelpod.runtimes.base import Batch
+from modelpod.server.limits import TooLarge
 from modelpod.signature import (
     Signature,
     TensorSpec,
@@ -29,6 +30,7 @@ from modelpod.signature import (
 )
 
 HEADER_LENGTH = "inference-header-content-length"
+MAX_ID_CHARS = 1024
 
 
 class ProtocolError(Exception):
@@ -47,9 +49,12 @@ def decode_request(
     body: bytes | bytearray | memoryview,
     header_length: int | None,
     signature: Signature,
+    *,
+    max_items: int | None = None,
 ) -> InferRequest:
     """Decode and check a request. Raises ProtocolError (400) for a malformed request, naming the field,
-    and InputError (422) for inputs that do not fit the signature."""
+    InputError (422) for inputs that do not fit the signature, and TooLarge (413) for more items
+    than `max_items`, found from the declared shape before the data is converted."""
     view = memoryview(body)
     if header_length is not None and header_length > len(view):
         raise ProtocolError(f"{HEADER_LENGTH} is {header_length} but the body holds only {len(view)} bytes")
@@ -66,12 +71,15 @@ def decode_request(
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError(f"id must be a string, not {_kind(request_id)}")
+    if request_id is not None and len(request_id) > MAX_ID_CHARS:
+        # it is echoed in the answer: a long one would double what the request costs
+        raise ProtocolError(f"id must be at most {MAX_ID_CHARS} characters, not {len(request_id)}")
     _object_or_none(header.get("parameters"), "parameters")
     known = {t.name: t for t in signature.inputs}
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for index, entry in enumerate(header["inputs"]):
-        tensor, array, offset = _decode_input(index, entry, known, binary, offset)
+        tensor, array, offset = _decode_input(index, entry, known, binary, offset, max_items)
         if tensor.name in arrays:
             raise ProtocolError(f"inputs[{index}]: input {tensor.name!r} is given twice")
         arrays[tensor.name] = array
@@ -88,6 +96,7 @@ def _decode_input(
     known: dict[str, TensorSpec],
     binary: memoryview,
     offset: int,
+    max_items: int | None,
 ) -> tuple[TensorSpec, np.ndarray, int]:
     where = f"inputs[{index}]"
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -108,6 +117,11 @@ def _decode_input(
         )
     if shape[0] == 0:
         raise InputError(name, "no items", expected="a batch of at least one item", got=f"shape {shape}")
+    if max_items is not None and shape[0] > max_items:
+        raise TooLarge(
+            f"input {name!r} has {shape[0]} items; this server takes at most {max_items} in one request "
+            "(server.max_request_items): split it into several requests"
+        )
     datatype = entry.get("datatype")
     dtype = dtype_from_v2(datatype) if isinstance(datatype, str) else None
     if dtype is None:

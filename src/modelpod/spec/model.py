@@ -72,8 +72,16 @@ class ServerSection(Section):
     )
     max_queue: int = Field(default=256, ge=1, description="Queued requests before new ones get 503.")
     request_timeout_s: float = Field(default=30.0, gt=0, description="Per-request deadline; past it, 504.")
-    max_body_bytes: ByteSize = Field(
-        default=ByteSize(16 * 1024 * 1024), gt=0, description="e.g. 16MiB; larger bodies get 413."
+    max_body_bytes: ByteSize | None = Field(
+        default=None,
+        gt=0,
+        description="e.g. 8MiB; larger bodies get 413. Default: 1/64 of resources.memory, between 1MiB "
+        "and 16MiB.",
+    )
+    max_request_items: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most items (rows) one request may carry; more get 413. Default: 4 x max_batch_size.",
     )
     drain_timeout_s: float = Field(default=25.0, ge=0, description="On SIGTERM, time for in-flight requests.")
     threads: int | None = Field(
