@@ -14,6 +14,7 @@ is served by the Starlette app passed in as `fallback`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ from typing import NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelpod.server import body_watch
 from modelpod.server.allocator import LARGE_BODY_BYTES, ReleaseAfterLargeRequests
 from modelpod.server.logs import AccessLog, request_id
 from modelpod.server.responses import error_body, openai_error_body
@@ -163,6 +165,30 @@ class ServerApp:
         return reply.status
 
     async def _read_body(self, headers: dict[str, str], receive: Receive, scope: Scope) -> Body:
+        """The whole body within `server.body_timeout_s`, else 408; 503 when the server stops first.
+        Meanwhile the request is not counted in flight, and the drain does not wait for it
+        (server/body_watch.py)."""
+        task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
+        bodies = self.state.bodies
+        bodies.start(task)
+        try:
+            return await self._receive_body(headers, receive, scope)
+        except asyncio.CancelledError:
+            reason = bodies.interrupted(task)
+            if reason is None:
+                raise
+            if reason == body_watch.TIMEOUT:
+                self.state.metrics.reject("body_timeout")
+                message = (
+                    f"the request body did not arrive within {bodies.timeout:g}s (server.body_timeout_s)"
+                )
+                raise ApiError(408, message, headers={"Connection": "close"}) from None
+            self.state.metrics.reject("draining")
+            raise ApiError(503, "the server is shutting down", headers={"Connection": "close"}) from None
+        finally:
+            bodies.finish(task)
+
+    async def _receive_body(self, headers: dict[str, str], receive: Receive, scope: Scope) -> Body:
         """The whole body, or 413 as soon as it is known to be over the limit (by Content-Length up
         front, or by counting the chunks of a chunked body as they arrive).
 

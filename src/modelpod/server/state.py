@@ -20,6 +20,7 @@ from modelpod.errors import InferenceError, InputError
 from modelpod.predictor import Predictor
 from modelpod.runtimes.base import Batch
 from modelpod.server.batcher import Batcher, DeadlineError, DrainingError, QueueFullError
+from modelpod.server.body_watch import BodyWatch
 from modelpod.server.limits import RequestLimits, TooLarge
 from modelpod.server.logs import request_id
 from modelpod.server.metrics import Metrics
@@ -57,8 +58,15 @@ class ServerState:
         self.failure: str | None = None
         self.inflight = 0  # HTTP requests being handled, kept by ServerApp; the drain waits for 0
         self.limits = RequestLimits.for_spec(spec)  # with the JSON value bound once the model is loaded
+        # requests still receiving their body (counted in `inflight` by ServerApp): they are not yet in
+        # flight for the gauge, nor for the drain (server/body_watch.py)
+        self.bodies = BodyWatch(spec.server.body_timeout_s)
         # read at scrape time: a gauge's inc and dec take a lock each, twice per request
-        self.metrics.inflight_now.set_function(lambda: self.inflight)
+        self.metrics.inflight_now.set_function(self.working)
+
+    def working(self) -> int:
+        """Requests in flight whose body has arrived: what the drain waits for and the gauge shows."""
+        return self.inflight - len(self.bodies)
 
     @property
     def live(self) -> bool:

@@ -84,6 +84,29 @@ class ServerSection(Section):
         description="Most items (rows) one request may carry; more get 413. Default: 4 x max_batch_size.",
     )
     drain_timeout_s: float = Field(default=25.0, ge=0, description="On SIGTERM, time for in-flight requests.")
+    keepalive_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="An idle connection (fresh or between requests) is closed after this.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A request's line and headers must arrive within this of its first byte; else 408.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="An inference request's body must arrive within this of its headers; else 408.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections; past it the longest idle one is closed, or the new one gets 503.",
+    )
     threads: int | None = Field(
         default=None, ge=1, description="Intra-op threads of the framework; default: the CPU limit."
     )
