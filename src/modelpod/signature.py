@@ -180,6 +180,12 @@ def _as_array(spec: TensorSpec, value: Any) -> np.ndarray:
         array.dtype.kind in "iub" and target.kind in "iuf"
     ):
         raise InputError(spec.name, "wrong dtype", expected=spec.dtype, got=_describe_kind(array))
+    if target.kind == "f" and array.dtype.kind == "f" and target.itemsize < array.dtype.itemsize:
+        with np.errstate(over="ignore"):
+            narrowed = array.astype(target)
+        if (np.isinf(narrowed) & np.isfinite(array)).any():  # 1e300 as float64 is no float32
+            raise InputError(spec.name, "value out of range", expected=_range(spec.dtype))
+        return narrowed
     return array.astype(target)
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from modelpod.spec import load_spec
@@ -224,3 +225,36 @@ async def test_v2_integers_and_booleans_are_checked_against_their_dtype(tmp_path
         )
     assert response.status_code == 422, response.text
     assert needle in response.json()["error"]
+
+
+async def test_v2_binary_float64_beyond_float32_is_422(digits_spec):
+    raw = np.full(64, 1e300, dtype="<f8").tobytes()
+    entry = {
+        "name": "image",
+        "shape": [1, 8, 8, 1],
+        "datatype": "FP64",
+        "parameters": {"binary_data_size": 512},
+    }
+    header = json.dumps({"inputs": [entry]}).encode()
+    async with serving(digits_spec) as client:
+        response = await client.post(
+            "/v2/models/digits/infer",
+            content=header + raw,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("input 'image': value out of range; expected finite float32")
+
+
+async def test_v2_json_numbers_are_converted_to_the_models_dtype_whatever_the_declared_one(digits_spec):
+    async with serving(digits_spec) as client:
+        declared_int = await client.post("/v2/models/digits/infer", json=v2({"datatype": "INT32"}))
+    assert declared_int.status_code == 200  # 0.5 stays 0.5: it used to become 0 as an INT32
+    float_input = await _digits_probabilities(digits_spec, v2())
+    assert declared_int.json()["outputs"][0]["data"] == float_input
+
+
+async def _digits_probabilities(spec: Spec, body: dict[str, Any]) -> list[float]:
+    async with serving(spec) as client:
+        response = await client.post("/v2/models/digits/infer", json=body)
+    return response.json()["outputs"][0]["data"]

@@ -144,7 +144,9 @@ def _decode_input(
         array = _from_binary(name, chunk, dtype, count)
         offset += size
     elif "data" in entry:
-        array = array_from_json(name, entry["data"], dtype).reshape(-1)
+        # JSON numbers are converted to the model's dtype, strictly; the declared numeric datatype is
+        # only how the client thinks of them (raw bytes, above, are read as declared)
+        array = array_from_json(name, entry["data"], tensor.dtype).reshape(-1)
     else:
         raise ProtocolError(f"input {name!r} has neither data nor parameters.binary_data_size")
     if array.size != count:
