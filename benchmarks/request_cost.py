@@ -40,7 +40,6 @@ from modelpod.server.app import create_app  # noqa: E402
 from modelpod.server.logs import configure_logging  # noqa: E402
 from modelpod.server.run import uvicorn_config  # noqa: E402
 from modelpod.server.state import Health  # noqa: E402
-from modelpod.server.transport import CoalescingHttpToolsProtocol  # noqa: E402
 from modelpod.signature import Signature, TensorSpec  # noqa: E402
 from modelpod.spec import load_spec  # noqa: E402
 
@@ -120,7 +119,7 @@ async def _rounds(app: Any, rounds: int, profile: cProfile.Profile | None) -> li
     loop = asyncio.get_running_loop()
     connections = []
     for _ in range(CONNECTIONS):
-        protocol = CoalescingHttpToolsProtocol(config=config, server_state=shared, app_state={}, _loop=loop)
+        protocol = config.http_protocol_class(config=config, server_state=shared, app_state={}, _loop=loop)
         transport = MemoryTransport()
         protocol.connection_made(transport)
         connections.append((protocol, transport))

@@ -38,7 +38,7 @@ def test_minimal_spec_resolves_with_defaults(write_spec):
     assert spec.model.path == (spec.root / "model.onnx")
     assert spec.model.path.is_absolute()
     assert spec.server.port == 8080
-    assert spec.server.max_body_bytes == 16 * 1024 * 1024
+    assert spec.server.max_body_bytes is None  # the server derives it from resources.memory
     assert spec.image.repository == "demo"  # defaults to the name
     assert spec.image.base == "python:3.11-slim"
     assert spec.scaling.replicas == 1

@@ -73,6 +73,9 @@ def check_outputs(signature: Signature, outputs: Mapping[str, Any], size: int) -
                 f"output {tensor.name!r} has {rows} for a batch of {size}",
                 hint="ensure predict returns one item per input",
             )
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            # JSON has no NaN or inf (they would be written as null): never answer them as a result
+            raise InferenceError(f"the model returned NaN or infinite values in output {tensor.name!r}")
         checked[tensor.name] = values
     return checked
 

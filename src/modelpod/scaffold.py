@@ -125,7 +125,8 @@ server:
   max_wait_ms: 0           # how long a partial batch may wait for more requests
   max_queue: 256           # queued requests before new ones get 503 with Retry-After
   request_timeout_s: 30    # per-request deadline (504 after it)
-  max_body_bytes: 16MiB    # larger bodies get 413
+  # max_body_bytes: 8MiB   # larger bodies get 413; default 1/64 of resources.memory (1 to 16MiB)
+  # max_request_items: 128  # more items in one request get 413; default 4 x max_batch_size
   drain_timeout_s: 25      # on SIGTERM, time for in-flight requests to finish
 resources:                 # per replica, for images and Kubernetes
   cpu: "1"

@@ -8,6 +8,7 @@ dimension in front (`[-1, 8, 8, 1]`); `v2_shape()` does that conversion.
 from __future__ import annotations
 
 import difflib
+from itertools import chain
 from typing import Any, Literal
 
 import numpy as np
@@ -163,22 +164,12 @@ def _shape_matches(expected: tuple[int, ...], got: tuple[int, ...]) -> bool:
 
 
 def _as_array(spec: TensorSpec, value: Any) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        return array_from_json(spec.name, value, spec.dtype)
     target = spec.numpy_dtype
     if spec.dtype == "string":
-        array = np.asarray(value, dtype=object)
-        flat = array.reshape(-1)
-        for i, item in enumerate(flat):
-            if isinstance(item, bytes):
-                flat[i] = item.decode("utf-8", errors="replace")
-            elif not isinstance(item, str):
-                raise InputError(spec.name, "wrong dtype", expected="strings", got=type(item).__name__)
-        return array
-    try:
-        array = np.asarray(value)
-    except ValueError:  # ragged nested lists
-        raise InputError(
-            spec.name, "ragged nested lists", expected=f"a rectangular {spec.describe()}"
-        ) from None
+        return _strings(spec.name, value)
+    array = value
     if array.dtype.kind in "OUSV":
         raise InputError(
             spec.name, "wrong dtype", expected=f"{spec.dtype} numbers", got=_describe_kind(array)
@@ -189,7 +180,113 @@ def _as_array(spec: TensorSpec, value: Any) -> np.ndarray:
         array.dtype.kind in "iub" and target.kind in "iuf"
     ):
         raise InputError(spec.name, "wrong dtype", expected=spec.dtype, got=_describe_kind(array))
+    if target.kind == "f" and array.dtype.kind == "f" and target.itemsize < array.dtype.itemsize:
+        with np.errstate(over="ignore"):
+            narrowed = array.astype(target)
+        if (np.isinf(narrowed) & np.isfinite(array)).any():  # 1e300 as float64 is no float32
+            raise InputError(spec.name, "value out of range", expected=_range(spec.dtype))
+        return narrowed
     return array.astype(target)
+
+
+# what a JSON value of each Python type is called in an error
+_JSON_KINDS = {
+    bool: "booleans",
+    int: "integers",
+    float: "floating-point numbers",
+    str: "strings",
+    type(None): "null",
+    dict: "objects",
+    list: "ragged nested lists",
+}
+
+
+def array_from_json(name: str, value: Any, dtype: str) -> np.ndarray:
+    """A JSON value (a number, boolean or string, or nested lists of them) as an array of `dtype`.
+
+    Strict where a silent conversion would change the answer: numbers only for numeric dtypes (no
+    strings such as "nan", no booleans), integers only for integer dtypes, booleans only for bool, and
+    every value within the dtype's range (1e308 is no float32). Raises InputError naming the input.
+
+    The nested lists are flattened level by level with C-speed builtins, and each leaf's type is
+    looked at once: about 10 µs for a digits image (8x8x1), less than numpy's own shape discovery."""
+    if dtype == "string":
+        return _strings(name, np.asarray(value, dtype=object))
+    target = numpy_dtype(dtype)
+    leaves, shape = _flatten(name, value)
+    kinds = set(map(type, leaves))
+    allowed = _ALLOWED_KINDS[target.kind]
+    if not kinds <= allowed:
+        if list in kinds:
+            raise InputError(name, "ragged nested lists", expected="lists of equal length at each level")
+        wrong = sorted(_JSON_KINDS.get(kind, kind.__name__) for kind in kinds - allowed)
+        expected = "booleans" if target.kind == "b" else f"{dtype} numbers"
+        raise InputError(name, "wrong dtype", expected=expected, got=" and ".join(wrong))
+    try:
+        if dtype in _FLOAT_MAX and leaves:  # beyond the range, the cast would make inf (with a warning)
+            limit = _FLOAT_MAX[dtype]
+            if max(leaves) > limit or min(leaves) < -limit:  # exact, also for Python ints of any size
+                raise OverflowError
+        return np.asarray(leaves, dtype=target).reshape(shape)
+    except OverflowError:  # beyond the dtype, or an integer beyond float64
+        raise InputError(name, "value out of range", expected=_range(dtype), got=_extreme(leaves)) from None
+
+
+# the Python types orjson gives that each kind of dtype accepts
+_ALLOWED_KINDS: dict[str, frozenset[type]] = {
+    "b": frozenset({bool}),
+    "i": frozenset({int}),
+    "u": frozenset({int}),
+    "f": frozenset({int, float}),
+}
+
+
+_FLOAT_MAX = {name: float(np.finfo(numpy_dtype(name)).max) for name in ("float16", "float32")}
+
+
+def _range(dtype: str) -> str:
+    if numpy_dtype(dtype).kind == "f":
+        return f"finite {dtype} numbers within ±{float(np.finfo(numpy_dtype(dtype)).max):.4g}"
+    info = np.iinfo(numpy_dtype(dtype))
+    return f"{dtype} numbers in [{info.min}, {info.max}]"
+
+
+def _extreme(leaves: list[Any]) -> str:
+    low, high = min(leaves), max(leaves)
+    value = low if abs(low) > abs(high) else high
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+
+
+def _flatten(name: str, value: Any) -> tuple[list[Any], tuple[int, ...]]:
+    """The leaves of rectangular nested lists, and their shape; a scalar is one leaf of shape ().
+
+    A string or an object where a list belongs is flattened into its characters or keys, which the
+    caller's look at the leaves' types then refuses."""
+    if type(value) is not list:
+        return [value], ()
+    shape = [len(value)]
+    items: list[Any] = value
+    while items and type(items[0]) is list:
+        try:
+            widths = set(map(len, items))
+        except TypeError:  # a number beside lists
+            widths = set()
+        if len(widths) != 1:
+            raise InputError(name, "ragged nested lists", expected="lists of equal length at each level")
+        shape.append(widths.pop())
+        items = list(chain.from_iterable(items))
+    return items, tuple(shape)  # a list among the leaves is found by the caller's look at their types
+
+
+def _strings(name: str, array: np.ndarray) -> np.ndarray:
+    flat = array.reshape(-1)
+    for i, item in enumerate(flat):
+        if isinstance(item, bytes):
+            flat[i] = item.decode("utf-8", errors="replace")
+        elif not isinstance(item, str):
+            raise InputError(name, "wrong dtype", expected="strings", got=type(item).__name__)
+    return array
 
 
 def _describe_kind(array: np.ndarray) -> str:

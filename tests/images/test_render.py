@@ -34,11 +34,26 @@ FROM python:3.11-slim AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \\
     PIP_NO_INPUT=1 \\
     PIP_ROOT_USER_ACTION=ignore
+# binutils' strip, to take the debug symbols out of the dependencies' shared libraries (uvloop's
+# alone are 11 MB). A library is kept stripped only when it still loads (strip breaks some that
+# auditwheel's patchelf has rewritten); where the base has no apt or apt no mirror, none is stripped.
+# hadolint ignore=DL3008
+RUN (apt-get update \\
+     && apt-get install --yes --no-install-recommends binutils \\
+     && rm -rf /var/lib/apt/lists/*) \\
+ || echo "modelpod: no binutils from apt, so shared libraries keep their debug symbols"
 WORKDIR /build
 COPY requirements.lock ./
-# Removed after install, as serving never reads them: the packages' test suites, type stubs and
-# Cython sources, and onnxruntime/quantization, onnxruntime/tools, onnxruntime/transformers. Bytecode
-# is compiled in memory at start instead of stored (a smaller image for a fraction of a second per start).
+# Removed after install, as serving never reads them: the packages' test suites, type stubs,
+# Cython sources and debug symbols, and for this format:
+#   onnxruntime/quantization
+#   onnxruntime/tools
+#   onnxruntime/transformers
+#   onnxruntime/capi/libonnxruntime.so.*
+# Bytecode is compiled in memory at start instead of stored (a smaller image for a fraction of a
+# second per start).
+# modelpod itself comes from stage 2, in /opt/modelpod, on the path through a .pth file.
+
 # The pip cache lives in a BuildKit cache mount: reused across builds, never part of a layer.
 # hadolint ignore=DL3042
 RUN --mount=type=cache,target=/root/.cache/pip \\
@@ -48,17 +63,46 @@ RUN --mount=type=cache,target=/root/.cache/pip \\
  && find /opt/venv/lib -type f \\( -name "*.pyi" -o -name "*.pyx" -o -name "*.pxd" \\) -delete \\
  && rm -rf /opt/venv/lib/python*/site-packages/onnxruntime/quantization \\
  && rm -rf /opt/venv/lib/python*/site-packages/onnxruntime/tools \\
- && rm -rf /opt/venv/lib/python*/site-packages/onnxruntime/transformers
+ && rm -rf /opt/venv/lib/python*/site-packages/onnxruntime/transformers \\
+ && rm -rf /opt/venv/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* \\
+ && if command -v strip >/dev/null; then \\
+      find /opt/venv/lib -type f \\( -name "*.so" -o -name "*.so.*" \\) -exec sh -c 'for f; do \\
+        cp -p "$f" /tmp/unstripped || continue; \\
+        if strip --strip-debug "$f" 2>/dev/null \\
+          && [ "$(wc -c < "$f")" -lt "$(wc -c < /tmp/unstripped)" ] \\
+          && /opt/venv/bin/python -c "import ctypes, sys; ctypes.CDLL(sys.argv[1])" "$f" 2>/dev/null; \\
+        then :; else cp -p /tmp/unstripped "$f"; fi; \\
+      done' sh {{}} +; \\
+    fi \\
+ && /opt/venv/bin/python -c "import sysconfig, pathlib; \\
+pathlib.Path(sysconfig.get_path('purelib'), 'modelpod.pth').write_text('/opt/modelpod\\n')"
 
-# Stage 2: the serving image.
+
+# Stage 2: the modelpod runtime, apart from the dependencies so that a new modelpod reuses their layer.
+FROM deps AS modelpod
+RUN --mount=type=bind,source=dist,target=/tmp/dist \\
+    python -m pip install --no-cache-dir --no-compile --no-deps --no-index --target /opt/modelpod \\
+    /tmp/dist/{wheel}
+
+
+# Stage 3: the serving image.
 FROM python:3.11-slim AS runtime
-RUN groupadd --gid 10001 modelpod \\
+# No package installer and no set-user-ID or set-group-ID program: the base's pip, setuptools and
+# wheel (and the copies ensurepip and Debian keep to reinstall them) are removed, and the set-ID bits
+# of su, mount, passwd and the like cleared.
+RUN find / -xdev \\( -path "*-packages/pip" -o -path "*-packages/pip-*" \\
+      -o -path "*-packages/setuptools" -o -path "*-packages/setuptools-*" \\
+      -o -path "*-packages/wheel" -o -path "*-packages/wheel-*" \\
+      -o -path "*-packages/pkg_resources" -o -path "*-packages/_distutils_hack" \\
+      -o -path "*-packages/distutils-precedence.pth" -o -path "*/ensurepip/_bundled" \\
+      -o -path /usr/share/python-wheels -o -path "*/bin/pip" -o -path "*/bin/pip3*" \\
+      -o -path "*/bin/wheel" \\) -prune -exec rm -rf {{}} + \\
+ && find / -xdev -type f -perm /6000 -exec chmod a-s {{}} + \\
+ && groupadd --gid 10001 modelpod \\
  && useradd --no-log-init --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \\
     --shell /usr/sbin/nologin modelpod
 COPY --from=deps /opt/venv /opt/venv
-RUN --mount=type=bind,source=dist,target=/tmp/dist \\
-    PYTHONDONTWRITEBYTECODE=1 python -m pip --python /opt/venv/bin/python install \\
-    --no-cache-dir --no-compile --no-deps --no-index /tmp/dist/{wheel}
+COPY --from=modelpod /opt/modelpod /opt/modelpod
 # A read-only root filesystem: caches and HOME go to the /tmp tmpfs, no bytecode is written.
 ENV PATH=/opt/venv/bin:$PATH \\
     HOME=/tmp \\

@@ -226,3 +226,50 @@ async def test_close_sends_what_was_written_first_and_abort_drops_it():
     transport.abort()
     await asyncio.sleep(0)
     assert (dropped.writes, dropped.aborted) == ([], True)
+
+
+async def test_a_body_that_stops_coming_is_408_and_is_not_counted_in_flight_meanwhile(echo_spec):
+    app = app_with(with_server(echo_spec, body_timeout_s=0.2), InferenceRoute("/predict", echo_body))
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    first = [{"type": "http.request", "body": b"ab", "more_body": True}]
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        if first:
+            return first.pop()
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    request = asyncio.ensure_future(app(scope, receive, send))
+    await asyncio.sleep(0.05)
+    assert (app.state.inflight, app.state.working()) == (1, 0)
+    await asyncio.wait_for(request, timeout=10)
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert orjson.loads(sent[1]["body"]) == {
+        "error": "the request body did not arrive within 0.2s (server.body_timeout_s)"
+    }
+    assert app.state.inflight == 0
+
+
+async def test_when_the_server_stops_a_request_still_sending_its_body_gets_503(echo_spec):
+    app = app_with(echo_spec, InferenceRoute("/predict", echo_body))
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    request = asyncio.ensure_future(app(scope, receive, send))
+    await asyncio.sleep(0.05)
+    app.state.bodies.stop_all()
+    await asyncio.wait_for(request, timeout=10)
+    assert sent[0]["status"] == 503
+    assert orjson.loads(sent[1]["body"]) == {"error": "the server is shutting down"}

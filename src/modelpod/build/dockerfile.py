@@ -19,9 +19,16 @@ APP_DIR = "/app"
 # formats whose frameworks are large enough that compiling their bytecode at every start costs seconds
 PRECOMPILED_FORMATS = frozenset({"torch", "keras", "tensorflow", "transformers"})
 
-# format -> package parts serving never imports: onnxruntime's offline model tools (converters, optimizers)
+# format -> package parts serving never imports: onnxruntime's offline model tools (converters,
+# optimizers), and its library for the C API (35 MB), which its Python module does not load: that has
+# the runtime built in (its only needs are the C and C++ libraries)
 FORMAT_PRUNE: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnxruntime/quantization", "onnxruntime/tools", "onnxruntime/transformers"),
+    "onnx": (
+        "onnxruntime/quantization",
+        "onnxruntime/tools",
+        "onnxruntime/transformers",
+        "onnxruntime/capi/libonnxruntime.so.*",
+    ),
 }
 
 TMPFS = "/tmp"  # noqa: S108 - the container's tmpfs, the only writable path of a read-only image
@@ -90,8 +97,7 @@ def label_value(value: str) -> str:
 def layer_groups(inputs: DockerfileInputs) -> list[str]:
     """One group name per instruction of the final stage, in order (what `docker history` lists)."""
     groups = ["system"] if inputs.system_packages else []
-    groups += ["system", "dependencies"]
-    groups += ["runtime", "runtime"] if inputs.wheel and not inputs.buildkit else ["runtime"]
+    groups += ["system", "dependencies", "runtime"]  # RUN (clean-up, user), COPY venv, COPY modelpod
     groups += ["metadata", "metadata"]  # ENV, WORKDIR
     groups += ["weights"] if inputs.weights else []
     groups += ["code"] if inputs.code else []

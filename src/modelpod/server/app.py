@@ -129,6 +129,7 @@ async def _load(
     )
     batcher.start()
     state.batcher = batcher
+    state.limits = state.limits.with_signature(predictor.signature)
     state.metrics.queue_now.set_function(lambda: batcher.queue_depth)
     state.metrics.busy_now.set_function(lambda: batcher.busy_workers)
     _ready(state, predictor)

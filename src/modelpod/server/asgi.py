@@ -31,6 +31,8 @@ from typing import Any, NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelpod.server import body_watch
+from modelpod.server.allocator import LARGE_BODY_BYTES, ReleaseAfterLargeRequests
 from modelpod.server.logs import AccessLog, request_id
 from modelpod.server.responses import error_body, openai_error_body
 from modelpod.server.state import ApiError, ServerState
@@ -41,11 +43,17 @@ log = logging.getLogger("modelpod.server")
 CLIENT_GONE = 499
 
 
+# a body in one message is the bytes that came; one in several, a buffer they were copied into
+Body = bytes | bytearray
+# the scope key that marks a request whose body was large (server/allocator.py)
+_LARGE_BODY = "modelpod.large_body"
+
+
 @dataclass(frozen=True)
 class Call:
     """One inference request as a handler sees it."""
 
-    body: bytes
+    body: Body
     headers: Mapping[str, str]  # names in lower case
     params: Mapping[str, str]  # from the route template, e.g. {"name": "digits"}
     log: dict[str, Any] = field(default_factory=dict)  # fields the handler adds to the access-log line
@@ -99,8 +107,9 @@ class ServerApp:
         self.state = state
         self.routes = routes
         self.fallback = fallback
-        self.max_body_bytes = int(state.spec.server.max_body_bytes)
+        self.max_body_bytes = state.limits.max_body_bytes
         self.access_log = AccessLog() if state.spec.server.access_log else None
+        self.release = ReleaseAfterLargeRequests()
         self._new_request_id = _request_ids()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,6 +137,8 @@ class ServerApp:
                 endpoint = getattr(scope.get("route"), "path", "unmatched")
         finally:
             self.state.inflight -= 1
+            if scope.get(_LARGE_BODY):  # its body and decoded values are freed: give them back
+                self.release.closed()
             seconds = time.perf_counter() - started
             self.state.metrics.observe_request(endpoint, status, seconds)
             if self.access_log is not None:
@@ -139,9 +150,10 @@ class ServerApp:
     ) -> int:
         try:
             if scope["method"] != "POST":
-                raise ApiError(405, f"{scope['method']} is not allowed on {scope['path']}")
+                message = f"{scope['method']} is not allowed on {scope['path']}"
+                raise ApiError(405, message, headers={"Allow": "POST"})
             self.state.check_auth(call.headers.get("authorization"))  # before reading a stranger's body
-            body = await self._read_body(call.headers, receive)
+            body = await self._read_body(call.headers, receive, scope)
         except _ClientGone:
             return CLIENT_GONE
         except ApiError as exc:
@@ -163,25 +175,74 @@ class ServerApp:
         await _send_reply(send, reply, rid)
         return reply.status
 
-    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive, scope: Scope) -> Body:
+        """The whole body within `server.body_timeout_s`, else 408; 503 when the server stops first.
+        Meanwhile the request is not counted in flight, and the drain does not wait for it
+        (server/body_watch.py)."""
+        task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
+        bodies = self.state.bodies
+        bodies.start(task)
+        try:
+            return await self._receive_body(headers, receive, scope)
+        except asyncio.CancelledError:
+            reason = bodies.interrupted(task)
+            if reason is None:
+                raise
+            if reason == body_watch.TIMEOUT:
+                self.state.metrics.reject("body_timeout")
+                message = (
+                    f"the request body did not arrive within {bodies.timeout:g}s (server.body_timeout_s)"
+                )
+                raise ApiError(408, message, headers={"Connection": "close"}) from None
+            self.state.metrics.reject("draining")
+            raise ApiError(503, "the server is shutting down", headers={"Connection": "close"}) from None
+        finally:
+            bodies.finish(task)
+
+    async def _receive_body(self, headers: Mapping[str, str], receive: Receive, scope: Scope) -> Body:
         """The whole body, or 413 as soon as it is known to be over the limit (by Content-Length up
-        front, or by counting the chunks of a chunked body as they arrive)."""
+        front, or by counting the chunks of a chunked body as they arrive).
+
+        A body in one message is returned as it came; one in several is copied into one buffer, sized
+        up front when declared, so a large body is held once rather than as chunks plus their join. A
+        large body marks the request for a memory release when it ends (server/allocator.py)."""
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
+        length = int(declared) if declared.isdigit() else None
+        if length is not None and length > self.max_body_bytes:
             self._too_large()
-        chunks: list[bytes] = []
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(chunk) > self.max_body_bytes:
+                self._too_large()
+            self._mark_large(len(chunk), scope)
+            return chunk
+        buffer = bytearray(length) if length is not None else bytearray()
         size = 0
         while True:
+            if size + len(chunk) > self.max_body_bytes:
+                self._too_large()
+            if length is not None and size + len(chunk) <= length:
+                buffer[size : size + len(chunk)] = chunk  # the same length: in place
+            else:
+                del buffer[size:]
+                buffer += chunk
+            size += len(chunk)
+            if not message.get("more_body", False):
+                del buffer[size:]  # a client that declared more than it sent
+                self._mark_large(size, scope)
+                return buffer
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                self._too_large()
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _mark_large(self, size: int, scope: Scope) -> None:
+        if size >= LARGE_BODY_BYTES:
+            scope[_LARGE_BODY] = True
+            self.release.opened()
 
     def _too_large(self) -> NoReturn:
         self.state.metrics.reject("body_too_large")

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelpod.server.asgi import Call, InferenceRoute, Reply
+from modelpod.server.limits import TooLarge, off_loop
 from modelpod.server.responses import JSONResponse, json_body
 from modelpod.server.state import ApiError, ServerState
 from modelpod.signature import Signature
@@ -56,11 +57,22 @@ def inference_routes(state: ServerState) -> list[InferenceRoute]:
         if names is None:
             raise ApiError(404, f"model {state.name} does not map text to embeddings; use /predict")
         input_name, output_name = names
-        try:
-            body = orjson.loads(call.body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"body is not valid JSON: {exc}") from None
-        texts, encoding = _parse(body, state.name)
+        limits = state.limits
+
+        def decode() -> tuple[list[str], str]:
+            try:
+                limits.check_json_values(call.body)  # before parsing (server/limits.py)
+            except TooLarge as exc:
+                state.too_large(exc)
+            try:
+                body = orjson.loads(call.body)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"body is not valid JSON: {exc}") from None
+            texts, encoding = _parse(body, state.name)
+            state.check_items(len(texts))
+            return texts, encoding
+
+        texts, encoding = await off_loop(len(call.body), decode)
         outputs = await state.infer({input_name: np.asarray(texts, dtype=object)})
         vectors = np.asarray(outputs[output_name], dtype=np.float32)
         data = [

@@ -1,15 +1,21 @@
 """`GET /openapi.json` generated from the model signature, and `GET /docs`, a self-contained page.
 
-The schema describes exactly what the server accepts: per-input nested arrays with their sizes and
-element types, so generated clients and fuzzers (schemathesis) exercise real inputs. /docs loads no
+The schema describes what the server accepts: per-input nested arrays with their sizes and element
+types and ranges, the item cap, so generated clients and fuzzers (schemathesis, whose run against the
+digits server is part of the tests) exercise real inputs, and what the schema admits the server takes.
+One place is deliberately narrower than the server: a v2 request is described as one item of JSON data
+(shape `[1, ...]`, flat data), because JSON Schema cannot tie the data's length to the shape; the server
+also takes up to `max_request_items` items, nested data and the binary tensor extension. /docs loads no
 third-party script, so it works where the server has no internet.
 """
 
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -18,9 +24,11 @@ from starlette.routing import Route
 from modelpod import __version__
 from modelpod.server.openai_api import embedding_io
 from modelpod.server.state import ServerState
-from modelpod.signature import Signature, TensorSpec, numpy_dtype
+from modelpod.server.v2_codec import MAX_ID_CHARS
+from modelpod.signature import DTYPE_NAMES, Signature, TensorSpec, numpy_dtype, v2_datatype
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+V2_DATATYPES = [v2_datatype(d) for d in DTYPE_NAMES]
 
 
 def tensor_schema(tensor: TensorSpec) -> dict[str, Any]:
@@ -41,14 +49,42 @@ def _element_schema(dtype: str) -> dict[str, Any]:
     if dtype == "bool":
         return {"type": "boolean"}
     if dtype.startswith(("int", "uint")):
-        import numpy as np
-
         info = np.iinfo(numpy_dtype(dtype))
         return {"type": "integer", "minimum": int(info.min), "maximum": int(info.max)}
-    return {"type": "number"}
+    if dtype == "float64":
+        return {"type": "number"}
+    limit = float(np.finfo(numpy_dtype(dtype)).max)  # beyond it, 422 (signature.array_from_json)
+    return {"type": "number", "minimum": -limit, "maximum": limit}
 
 
-def build_openapi(name: str, signature: Signature, *, generation: bool = False) -> dict[str, Any]:
+def _v2_input_schema(tensor: TensorSpec) -> dict[str, Any]:
+    """One v2 input entry, as one item of JSON data (the module docstring says why)."""
+    datatypes = ["BYTES"] if tensor.dtype == "string" else [d for d in V2_DATATYPES if d != "BYTES"]
+    shape: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+    data: dict[str, Any] = {"type": "array", "items": _element_schema(tensor.dtype)}
+    if -1 not in tensor.shape:
+        dims = [1, *tensor.shape]
+        shape = {"type": "array", "prefixItems": [{"const": d} for d in dims], "minItems": len(dims)}
+        shape["maxItems"] = len(dims)
+        size = math.prod(tensor.shape)
+        data.update(minItems=size, maxItems=size)
+    return {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"type": "string", "const": tensor.name},
+            "shape": shape,
+            "datatype": {"type": "string", "enum": datatypes},
+            "data": data,
+            # binary tensors are not described: their bytes follow the JSON, outside any schema
+            "parameters": {"type": ["object", "null"], "properties": {"binary_data_size": {"type": "null"}}},
+        },
+    }
+
+
+def build_openapi(
+    name: str, signature: Signature, *, max_items: int | None = None, generation: bool = False
+) -> dict[str, Any]:
     inputs = {
         "type": "object",
         "properties": {t.name: tensor_schema(t) for t in signature.inputs},
@@ -107,7 +143,12 @@ def build_openapi(name: str, signature: Signature, *, generation: bool = False) 
                 "summary": "Model metadata",
                 "operationId": "v2_model_metadata",
                 "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": [name]},
+                    }
                 ],
                 "responses": {"200": {"description": "Metadata"}, **_error_responses(404, 503)},
             }
@@ -169,7 +210,8 @@ def build_openapi(name: str, signature: Signature, *, generation: bool = False) 
                 "Inputs": inputs,
                 "Outputs": outputs,
                 "PredictRequest": {
-                    "oneOf": [
+                    # anyOf: a body with both keys is served from "inputs"
+                    "anyOf": [
                         {
                             "type": "object",
                             "properties": {"inputs": {"$ref": "#/components/schemas/Inputs"}},
@@ -181,6 +223,7 @@ def build_openapi(name: str, signature: Signature, *, generation: bool = False) 
                                 "instances": {
                                     "type": "array",
                                     "minItems": 1,
+                                    **({"maxItems": max_items} if max_items is not None else {}),
                                     "items": {"$ref": "#/components/schemas/Inputs"},
                                 }
                             },
@@ -198,24 +241,33 @@ def build_openapi(name: str, signature: Signature, *, generation: bool = False) 
                 "V2InferRequest": {
                     "type": "object",
                     "required": ["inputs"],
+                    "description": "One item of JSON data per input. The server also takes a batch "
+                    "(shape [n, ...] with as many values), nested data and binary tensors.",
                     "properties": {
-                        "id": {"type": "string"},
+                        "id": {"type": ["string", "null"], "maxLength": MAX_ID_CHARS},
                         "inputs": {
                             "type": "array",
+                            "prefixItems": [_v2_input_schema(t) for t in signature.inputs],
+                            "minItems": len(signature.inputs),
+                            "maxItems": len(signature.inputs),
+                        },
+                        "outputs": {
+                            "type": ["array", "null"],
                             "items": {
                                 "type": "object",
-                                "required": ["name", "shape", "datatype", "data"],
+                                "required": ["name"],
                                 "properties": {
-                                    "name": {"type": "string", "enum": [t.name for t in signature.inputs]},
-                                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                                    "datatype": {"type": "string"},
-                                    "data": {"type": "array"},
+                                    "name": {"type": "string", "enum": [t.name for t in signature.outputs]},
+                                    "parameters": {
+                                        "type": ["object", "null"],
+                                        "properties": {"binary_data": {"type": "boolean"}},
+                                    },
                                 },
                             },
                         },
-                        "outputs": {
-                            "type": "array",
-                            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        "parameters": {  # null is taken as absent, here and for the others
+                            "type": ["object", "null"],
+                            "properties": {"binary_data_output": {"type": "boolean"}},
                         },
                     },
                 },
@@ -316,8 +368,13 @@ def routes(state: ServerState) -> list[Route]:
     async def openapi(request: Request) -> Response:
         predictor = state.loaded()
         if "json" not in cache:
-            spec = build_openapi(state.name, predictor.signature, generation=state.engine is not None)
-            cache["json"] = orjson.dumps(spec)
+            document = build_openapi(
+                state.name,
+                predictor.signature,
+                max_items=state.limits.max_items,
+                generation=state.engine is not None,
+            )
+            cache["json"] = orjson.dumps(document)
         return Response(cache["json"], media_type="application/json")
 
     async def docs(request: Request) -> Response:

@@ -13,9 +13,16 @@ from starlette.routing import Route
 from modelpod import __version__
 from modelpod.errors import InputError
 from modelpod.server.asgi import Call, InferenceRoute, Reply
+from modelpod.server.limits import TooLarge, off_loop
 from modelpod.server.responses import JSONResponse
 from modelpod.server.state import ApiError, ServerState
-from modelpod.server.v2_codec import HEADER_LENGTH, ProtocolError, decode_request, encode_response
+from modelpod.server.v2_codec import (
+    HEADER_LENGTH,
+    InferRequest,
+    ProtocolError,
+    decode_request,
+    encode_response,
+)
 from modelpod.signature import v2_datatype
 
 EXTENSIONS = ["binary_tensor_data"]
@@ -77,14 +84,21 @@ def inference_routes(state: ServerState) -> list[InferenceRoute]:
         header_length = call.headers.get(HEADER_LENGTH)
         if header_length is not None and not header_length.isdigit():
             raise ApiError(400, f"{HEADER_LENGTH} must be a whole number of bytes, not {header_length!r}")
+        json_length = int(header_length) if header_length else None
+        limits = state.limits
+
+        def decode() -> InferRequest:
+            limits.check_json_values(call.body, json_length)  # before parsing (server/limits.py)
+            return decode_request(call.body, json_length, predictor.signature, max_items=limits.max_items)
+
         try:
-            decoded = decode_request(
-                call.body, int(header_length) if header_length else None, predictor.signature
-            )
+            decoded = await off_loop(len(call.body), decode)
         except ProtocolError as exc:
             raise ApiError(400, str(exc)) from None
         except InputError as exc:
             raise ApiError(422, str(exc)) from None
+        except TooLarge as exc:
+            state.too_large(exc)
         outputs = await state.infer(decoded.inputs)
         payload, json_length = encode_response(state.name, decoded, outputs, predictor.signature)
         if json_length is None:

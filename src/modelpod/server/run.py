@@ -24,7 +24,7 @@ from modelpod.server.asgi import ServerApp
 from modelpod.server.logs import configure_logging
 from modelpod.server.state import Health, ServerState
 from modelpod.server.stop_signal import exit_now
-from modelpod.server.transport import CoalescingHttpToolsProtocol
+from modelpod.server.transport import guarded_protocol
 from modelpod.spec.resolved import Spec
 
 log = logging.getLogger("modelpod.server")
@@ -55,15 +55,17 @@ class ModelServer(uvicorn.Server):
     async def _drain(self) -> None:
         budget = self.state.spec.server.drain_timeout_s
         deadline = time.monotonic() + budget
-        while self.state.inflight > 0 and time.monotonic() < deadline:
+        # requests whose body has not arrived are not waited for (server/body_watch.py)
+        while self.state.working() > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        if self.state.inflight > 0:
+        if self.state.working() > 0:
             log.warning(
-                "drain budget of %.1fs ran out with %d requests in flight", budget, self.state.inflight
+                "drain budget of %.1fs ran out with %d requests in flight", budget, self.state.working()
             )
             await self._cut_generations()
         else:
             log.info("drained: no request in flight")
+        self.state.bodies.stop_all()  # 503 to those still sending a body, before uvicorn cancels them
         self.should_exit = True
 
     async def _cut_generations(self) -> None:
@@ -74,7 +76,7 @@ class ModelServer(uvicorn.Server):
             return
         engine.abort_all("the server is shutting down and its drain budget ran out; retry the request")
         deadline = time.monotonic() + _CLOSE_IDLE_SECONDS
-        while self.state.inflight > 0 and time.monotonic() < deadline:
+        while self.state.working() > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -91,6 +93,7 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
     configure_logging(spec.server.log_level)
     tuned = keep_freed_memory()  # before the model allocates anything (server/allocator.py)
     log.debug("malloc thresholds %s", "set" if tuned else "left as they were")
+    _open_files_for(spec.server.max_connections)
     holder: list[ModelServer] = []
 
     def stop_on_failure() -> None:
@@ -110,6 +113,32 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
         )
 
 
+# files the process holds besides its connections: the model's, libraries, the listener, pipes
+_OTHER_FILES = 256
+
+
+def _open_files_for(connections: int) -> None:
+    """Raise the soft limit of open files (often 1024) toward the hard one, so that `connections` fit;
+    warn when even the hard limit is too low for them."""
+    try:
+        import resource
+    except ImportError:  # not on a POSIX system
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _OTHER_FILES
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    if raised < wanted:
+        log.warning(
+            "open files are limited to %d, fewer than server.max_connections (%d) needs: lower it",
+            raised,
+            connections,
+        )
+
+
 def uvicorn_config(app: ServerApp, *, host: str, port: int) -> uvicorn.Config:
     """How modelpod runs uvicorn (benchmarks/request_cost.py drives the same protocol)."""
     return uvicorn.Config(
@@ -117,7 +146,8 @@ def uvicorn_config(app: ServerApp, *, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,  # httptools, one write per response (server/transport.py)
+        # httptools, one write per response, connection timeouts and limit (server/transport.py)
+        http=guarded_protocol(app.state.spec.server),
         ws="none",
         lifespan="on",
         log_config=None,

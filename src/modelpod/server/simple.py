@@ -15,7 +15,9 @@ import numpy as np
 import orjson
 
 from modelpod.errors import InputError
+from modelpod.runtimes.base import Batch
 from modelpod.server.asgi import Call, InferenceRoute, Reply
+from modelpod.server.limits import TooLarge, off_loop
 from modelpod.server.responses import json_body
 from modelpod.server.state import ApiError, ServerState
 
@@ -25,21 +27,31 @@ _SHAPE_HINT = 'expected {"inputs": {name: value}} or {"instances": [{name: value
 def routes(state: ServerState) -> list[InferenceRoute]:
     async def predict(call: Call) -> Reply:
         predictor = state.loaded()
-        try:
-            body = orjson.loads(call.body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"body is not valid JSON: {exc}") from None
-        items, single = _items(body)
-        try:
-            coerced = [predictor.signature.coerce_inputs(item, batched=False) for item in items]
-        except InputError as exc:
-            raise ApiError(422, str(exc) if single else f"instances: {exc}") from None
-        if single:  # the common case: a batch of one row, without np.stack's copies
-            batch = {name: array[np.newaxis] for name, array in coerced[0].items()}
-        else:
+        limits = state.limits
+
+        def decode() -> tuple[Batch, int, bool]:
+            try:
+                limits.check_json_values(call.body)  # before parsing (server/limits.py)
+            except TooLarge as exc:
+                state.too_large(exc)
+            try:
+                body = orjson.loads(call.body)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"body is not valid JSON: {exc}") from None
+            items, single = _items(body)
+            state.check_items(len(items))
+            try:
+                coerced = [predictor.signature.coerce_inputs(item, batched=False) for item in items]
+            except InputError as exc:
+                raise ApiError(422, str(exc) if single else f"instances: {exc}") from None
+            if single:  # the common case: a batch of one row, without np.stack's copies
+                return {name: array[np.newaxis] for name, array in coerced[0].items()}, 1, True
             batch = {t.name: np.stack([c[t.name] for c in coerced]) for t in predictor.signature.inputs}
+            return batch, len(items), False
+
+        batch, count, single = await off_loop(len(call.body), decode)
         outputs = await state.infer(batch)
-        rows = [{name: _jsonable(values[i]) for name, values in outputs.items()} for i in range(len(items))]
+        rows = [{name: _jsonable(values[i]) for name, values in outputs.items()} for i in range(count)]
         return Reply(json_body({"outputs": rows[0]} if single else {"predictions": rows}))
 
     return [InferenceRoute("/predict", predict)]

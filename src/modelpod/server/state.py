@@ -15,12 +15,15 @@ import enum
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import NoReturn
 
 from modelpod.errors import InferenceError, InputError
 from modelpod.predictor import Predictor
 from modelpod.runtimes.base import Batch
 from modelpod.server.batcher import Batcher, DeadlineError, DrainingError, QueueFullError
+from modelpod.server.body_watch import BodyWatch
 from modelpod.server.generation.engine import GenerationEngine
+from modelpod.server.limits import RequestLimits, TooLarge
 from modelpod.server.logs import request_id
 from modelpod.server.metrics import Metrics
 from modelpod.spec.resolved import Spec
@@ -60,8 +63,16 @@ class ServerState:
         self.started_at = int(time.time())
         self.failure: str | None = None
         self.inflight = 0  # HTTP requests being handled, kept by ServerApp; the drain waits for 0
+        self.limits = RequestLimits.for_spec(spec)  # with the JSON value bound once the model is loaded
+        # requests still receiving their body (counted in `inflight` by ServerApp): they are not yet in
+        # flight for the gauge, nor for the drain (server/body_watch.py)
+        self.bodies = BodyWatch(spec.server.body_timeout_s)
         # read at scrape time: a gauge's inc and dec take a lock each, twice per request
-        self.metrics.inflight_now.set_function(lambda: self.inflight)
+        self.metrics.inflight_now.set_function(self.working)
+
+    def working(self) -> int:
+        """Requests in flight whose body has arrived: what the drain waits for and the gauge shows."""
+        return self.inflight - len(self.bodies)
 
     @property
     def live(self) -> bool:
@@ -87,13 +98,32 @@ class ServerState:
         if self.auth_token is None:
             return
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.auth_token):
+        # as bytes: compare_digest refuses str with non-ASCII characters (a header may hold any byte)
+        given = token.strip().encode("latin-1", errors="replace")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self.auth_token.encode()):
             self.metrics.reject("unauthorized")
             raise ApiError(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def check_items(self, items: int) -> None:
+        """413 for more items than one request may carry (server.max_request_items), 422 for none."""
+        if items > self.limits.max_items:
+            self.too_large(
+                TooLarge(
+                    f"the request has {items} items; this server takes at most {self.limits.max_items} "
+                    "in one request (server.max_request_items): split it into several requests"
+                )
+            )
+        if items == 0:
+            raise ApiError(422, "the request has no items; send at least one")
+
+    def too_large(self, exc: TooLarge) -> NoReturn:
+        self.metrics.reject("too_many_items")
+        raise ApiError(413, str(exc)) from None
 
     async def infer(self, inputs: Batch) -> Batch:
         """Run coerced inputs (batch dimension first) through the batcher; failures become ApiErrors."""
         self.loaded()
+        self.check_items(len(next(iter(inputs.values()))))
         if self.generate is not None:
             return await self.generate(inputs)
         if self.batcher is None:

@@ -372,7 +372,8 @@ def _resolve_examples(
             if path is None:
                 continue
             try:
-                data = read_example(path, file.server.max_body_bytes)
+                limit = file.server.max_body_bytes or quantity_bytes(file.resources.memory) // 64
+                data = read_example(path, max(limit, 1024 * 1024))
                 inputs, expected = data["inputs"], data.get("expected")
             except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
                 reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)

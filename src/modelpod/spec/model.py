@@ -89,11 +89,42 @@ class ServerSection(Section):
     )
     max_queue: int = Field(default=256, ge=1, description="Queued requests before new ones get 503.")
     request_timeout_s: float = Field(default=30.0, gt=0, description="Per-request deadline; past it, 504.")
-    max_body_bytes: ByteSize = Field(
-        default=ByteSize(16 * 1024 * 1024), gt=0, description="e.g. 16MiB; larger bodies get 413."
+    max_body_bytes: ByteSize | None = Field(
+        default=None,
+        gt=0,
+        description="e.g. 8MiB; larger bodies get 413. Default: 1/64 of resources.memory, between 1MiB "
+        "and 16MiB.",
+    )
+    max_request_items: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most items (rows) one request may carry; more get 413. Default: 4 x max_batch_size.",
     )
     drain_timeout_s: float = Field(
         default=25.0, ge=0, le=3600, description="On SIGTERM, time for in-flight requests."
+    )
+    keepalive_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="An idle connection (fresh or between requests) is closed after this.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A request's line and headers must arrive within this of its first byte; else 408.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="An inference request's body must arrive within this of its headers; else 408.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections; past it the longest idle one is closed, or the new one gets 503.",
     )
     threads: int | None = Field(
         default=None, ge=1, description="Intra-op threads of the framework; default: the CPU limit."

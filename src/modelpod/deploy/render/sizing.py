@@ -10,9 +10,9 @@ budget is the larger of that and `kubernetes.startup_timeout_s`.
 from __future__ import annotations
 
 import math
-import re
 
 from modelpod.spec.model import ResourcesSection
+from modelpod.spec.patterns import quantity_bytes
 from modelpod.spec.resolved import Spec
 
 MIB = 1024 * 1024
@@ -22,17 +22,6 @@ RUNTIME_BYTES = 768 * MIB
 # weights read and materialised per second at start-up: a network volume or a cold page cache, not a laptop
 LOAD_BYTES_PER_S = 50 * 1000 * 1000
 STARTUP_MARGIN_S = 120
-
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_UNITS |= {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def memory_bytes(quantity: str) -> int:
-    """A Kubernetes memory quantity ("512Mi", "2G", "1.5Gi") in bytes."""
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity)
-    if match is None or match.group(2) not in _UNITS:
-        raise ValueError(f"not a memory quantity: {quantity!r}")
-    return math.ceil(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def model_memory_bytes(spec: Spec) -> int | None:
@@ -48,7 +37,7 @@ def model_memory_bytes(spec: Spec) -> int | None:
 def serving_resources(spec: Spec) -> ResourcesSection:
     """The spec's resources, with memory raised to what its language model needs."""
     needed = model_memory_bytes(spec)
-    if needed is None or needed <= memory_bytes(spec.resources.memory):
+    if needed is None or needed <= quantity_bytes(spec.resources.memory):
         return spec.resources
     return spec.resources.model_copy(update={"memory": f"{math.ceil(needed / MIB)}Mi"})
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
+from modelpod.server.limits import off_loop
 from modelpod.server.state import ApiError
 
 MAX_STOP_STRINGS = 4
@@ -53,9 +54,10 @@ class GenerationParams:
     ignore_eos: bool  # vLLM's extension: generate max_tokens tokens whatever the model says (benchmarks)
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
+async def parse_body(raw: bytes | bytearray) -> dict[str, Any]:
+    """The JSON object of a request; a large body is parsed off the event loop (server/limits.py)."""
     try:
-        body = orjson.loads(raw)
+        body = await off_loop(len(raw), lambda: orjson.loads(raw))
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

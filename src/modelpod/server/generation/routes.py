@@ -43,7 +43,7 @@ _DONE = b"data: [DONE]\n\n"
 def inference_routes(state: ServerState) -> list[InferenceRoute]:
     async def chat(call: Call) -> Reply:
         engine = _engine(state)
-        params = parse_chat(parse_body(call.body), state.name)
+        params = parse_chat(await parse_body(call.body), state.name)
         size = sum(len(str(m["content"])) for m in params.messages or ())
         messages = params.messages or ()
         prompt = await _tokenize(lambda: engine.model.chat_prompt(messages), size)
@@ -51,7 +51,7 @@ def inference_routes(state: ServerState) -> list[InferenceRoute]:
 
     async def completions(call: Call) -> Reply:
         engine = _engine(state)
-        params = parse_completion(parse_body(call.body), state.name)
+        params = parse_completion(await parse_body(call.body), state.name)
         if isinstance(params.prompt, tuple):
             prompt = list(params.prompt)
         else:
