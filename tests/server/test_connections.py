@@ -173,3 +173,19 @@ def test_sigterm_does_not_wait_for_a_body_that_has_not_arrived(echo_project):
     assert "Traceback" not in server.log
     assert "CancelledError" not in server.log
     assert '"msg":"drained: no request in flight"' in server.log
+
+
+def test_pipelined_requests_are_both_answered_while_the_second_body_is_coming(server):
+    body = b'{"inputs": {"x": [1, 2]}}'
+    with connect(server) as sock:
+        sock.sendall(
+            b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+            b"POST /predict HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body[:5]
+        )
+        time.sleep(0.3)  # the first is answered meanwhile
+        sock.sendall(body[5:])
+        answer, _ = read_until_closed(sock)
+    assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
+    assert answer.endswith(b'{"outputs":{"y":[2.0,4.0]}}')

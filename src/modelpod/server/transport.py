@@ -193,11 +193,12 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
             self.transport.close()
 
     def on_response_complete(self) -> None:
-        cycle = self.cycle
+        # with a pipelined request waiting, self.cycle is that one, not the one just answered
+        answered = None if self.pipeline else self.cycle
         super().on_response_complete()
         if self.transport.is_closing():
             return
-        if cycle is not None and cycle.more_body:  # answered before its body came in whole
+        if answered is not None and answered.more_body:  # answered before its body came in whole
             self.transport.close()
         elif not self.pipeline:
             self.idle.add(self)
