@@ -106,8 +106,10 @@ def test_the_base_image_is_pinned_and_recorded(digits_image: Built, engine: Engi
     record = json.loads((directory / ".modelpod" / "image.json").read_text())["base"]
     assert record["id"] == inspect(base_name)["Id"]
     dockerfile = (directory / ".modelpod" / "build" / "Dockerfile").read_text()
-    froms = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
-    assert froms == [record["ref"], record["ref"]]
+    froms = [line.split() for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    stages = {words[-1] for words in froms if len(words) == 4}  # FROM x AS name
+    bases = [words[1] for words in froms if words[1] not in stages]
+    assert bases == [record["ref"], record["ref"]]  # the build stage and the runtime stage
     if record["digest"]:  # a base pulled from a registry
         assert record["ref"] == f"{base_name}@{record['digest']}"
     else:  # engine-up's base is built locally: the legacy builder takes its ID, BuildKit its tag

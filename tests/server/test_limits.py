@@ -9,9 +9,10 @@ import orjson
 import pytest
 
 from modelpod.server.allocator import ReleaseAfterLargeRequests
-from modelpod.server.limits import RequestLimits, count_json_values, default_body_limit, json_values_limit
+from modelpod.server.limits import RequestLimits, count_json_values, json_values_limit
 from modelpod.signature import Signature, TensorSpec
 from modelpod.spec import load_spec
+from modelpod.spec.model import default_body_limit
 from modelpod.spec.resolved import Spec
 from tests.server.conftest import with_server
 from tests.server.test_app import serving

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from modelpod.signature import Signature
-from modelpod.spec.patterns import quantity_bytes
+from modelpod.spec.model import default_body_limit
 from modelpod.spec.resolved import Spec
 
 T = TypeVar("T")
@@ -74,11 +74,6 @@ class RequestLimits:
             f"the request holds more JSON values than {self.max_items} items of this model's inputs "
             f"(server.max_request_items) can use (at most {limit})"
         )
-
-
-def default_body_limit(memory: str) -> int:
-    """1/64 of a Kubernetes memory quantity, between 1 MiB and 16 MiB."""
-    return int(min(16 * MiB, max(1 * MiB, quantity_bytes(memory) // 64)))
 
 
 def json_values_limit(signature: Signature, max_items: int) -> int | None:

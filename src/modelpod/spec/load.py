@@ -28,7 +28,7 @@ from modelpod.spec._paths import inside, read_example
 from modelpod.spec._yaml import MAX_SPEC_BYTES, Refused, decode_spec, parse_yaml, read_limited
 from modelpod.spec.footprint import read_footprint
 from modelpod.spec.formats import detect_format
-from modelpod.spec.model import FORMATS, SpecFile
+from modelpod.spec.model import FORMATS, SpecFile, default_body_limit
 from modelpod.spec.patterns import quantity_bytes
 from modelpod.spec.resolved import Example, ResolvedImage, ResolvedModel, Spec
 
@@ -372,8 +372,8 @@ def _resolve_examples(
             if path is None:
                 continue
             try:
-                limit = file.server.max_body_bytes or quantity_bytes(file.resources.memory) // 64
-                data = read_example(path, max(limit, 1024 * 1024))
+                limit = file.server.max_body_bytes or default_body_limit(file.resources.memory)
+                data = read_example(path, int(limit))
                 inputs, expected = data["inputs"], data.get("expected")
             except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
                 reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)

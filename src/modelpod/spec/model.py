@@ -27,6 +27,7 @@ from modelpod.spec.patterns import (
     LabelKey,
     LabelValue,
     Requirement,
+    quantity_bytes,
 )
 
 Format = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "custom"]
@@ -38,6 +39,13 @@ CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 CLASS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 INT32_MAX = 2**31 - 1  # Kubernetes counts and durations are int32
+
+
+def default_body_limit(memory: str) -> int:
+    """server.max_body_bytes when the spec leaves it out: 1/64 of the container's memory (a Kubernetes
+    quantity), between 1 MiB and 16 MiB."""
+    mib = 1024 * 1024
+    return int(min(16 * mib, max(1 * mib, quantity_bytes(memory) // 64)))
 
 
 class Section(BaseModel):
