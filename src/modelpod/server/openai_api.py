@@ -12,13 +12,12 @@ import base64
 from typing import Any
 
 import numpy as np
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from modelpod.server.asgi import Call, InferenceRoute, Reply
-from modelpod.server.limits import TooLarge, off_loop
+from modelpod.server.limits import off_loop
 from modelpod.server.responses import JSONResponse, json_body
 from modelpod.server.state import ApiError, ServerState
 from modelpod.signature import Signature
@@ -57,17 +56,9 @@ def inference_routes(state: ServerState) -> list[InferenceRoute]:
         if names is None:
             raise ApiError(404, f"model {state.name} does not map text to embeddings; use /predict")
         input_name, output_name = names
-        limits = state.limits
 
         def decode() -> tuple[list[str], str]:
-            try:
-                limits.check_json_values(call.body)  # before parsing (server/limits.py)
-            except TooLarge as exc:
-                state.too_large(exc)
-            try:
-                body = orjson.loads(call.body)
-            except orjson.JSONDecodeError as exc:
-                raise ApiError(400, f"body is not valid JSON: {exc}") from None
+            body = state.parse_json(call.body)
             texts, encoding = _parse(body, state.name)
             state.check_items(len(texts))
             return texts, encoding

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import orjson
 
 from modelpod.errors import InputError
 from modelpod.runtimes.base import Batch
 from modelpod.server.asgi import Call, InferenceRoute, Reply
-from modelpod.server.limits import TooLarge, off_loop
+from modelpod.server.limits import off_loop
 from modelpod.server.responses import json_body
 from modelpod.server.state import ApiError, ServerState
 
@@ -27,17 +26,9 @@ _SHAPE_HINT = 'expected {"inputs": {name: value}} or {"instances": [{name: value
 def routes(state: ServerState) -> list[InferenceRoute]:
     async def predict(call: Call) -> Reply:
         predictor = state.loaded()
-        limits = state.limits
 
         def decode() -> tuple[Batch, int, bool]:
-            try:
-                limits.check_json_values(call.body)  # before parsing (server/limits.py)
-            except TooLarge as exc:
-                state.too_large(exc)
-            try:
-                body = orjson.loads(call.body)
-            except orjson.JSONDecodeError as exc:
-                raise ApiError(400, f"body is not valid JSON: {exc}") from None
+            body = state.parse_json(call.body)
             items, single = _items(body)
             state.check_items(len(items))
             try:

@@ -15,7 +15,9 @@ import enum
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
+
+import orjson
 
 from modelpod.errors import InferenceError, InputError
 from modelpod.predictor import Predictor
@@ -115,6 +117,18 @@ class ServerState:
             )
         if items == 0:
             raise ApiError(422, "the request has no items; send at least one")
+
+    def parse_json(self, body: bytes | bytearray) -> Any:
+        """A request body's JSON: 413 when it holds more values than the item cap allows (counted before
+        parsing, server/limits.py), 400 when it is not JSON."""
+        try:
+            self.limits.check_json_values(body)
+        except TooLarge as exc:
+            self.too_large(exc)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"body is not valid JSON: {exc}") from None
 
     def too_large(self, exc: TooLarge) -> NoReturn:
         self.metrics.reject("too_many_items")
