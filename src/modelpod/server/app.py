@@ -125,7 +125,7 @@ async def _load(
         max_queue=server.max_queue,
         refill_fraction=server.batch_refill_fraction,
         on_batch=lambda stats: _observe(state, stats),
-        threads=[thread],
+        executors=[thread],
     )
     batcher.start()
     state.batcher = batcher
@@ -163,7 +163,7 @@ def _start_engine(
 def _ready(state: ServerState, predictor: Predictor) -> None:
     state.predictor = predictor
     state.metrics.load_seconds.labels(state.name).set(predictor.load_seconds)
-    state.health = Health.READY
+    state.set_health(Health.READY)
     log.info(
         "model %s ready (%s, loaded in %.2fs)",
         state.name,
@@ -174,7 +174,7 @@ def _ready(state: ServerState, predictor: Predictor) -> None:
 
 
 def _fail(state: ServerState, message: str, on_failure: Callable[[], None] | None) -> None:
-    state.health = Health.FAILED
+    state.set_health(Health.FAILED)
     state.failure = message
     log.error("model %s failed to load: %s", state.name, message.replace("\n", " "))
     if on_failure is not None:
@@ -187,7 +187,7 @@ def _observe(state: ServerState, stats: BatchStats) -> None:
 
 async def _stop(state: ServerState) -> None:
     if state.health is not Health.FAILED:
-        state.health = Health.DRAINING
+        state.set_health(Health.DRAINING)
     if state.engine is not None and state.engine_stopped is not None:
         # uvicorn has drained the requests (server/run.py); the engine ends its step and fails what is left
         state.engine.close()
@@ -200,7 +200,7 @@ async def _stop(state: ServerState) -> None:
             )
         await state.batcher.close()
     if state.health is not Health.FAILED:
-        state.health = Health.STOPPED
+        state.set_health(Health.STOPPED)
 
 
 async def _api_error(request: Request, exc: ApiError) -> Response:

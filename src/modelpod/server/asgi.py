@@ -136,7 +136,7 @@ class ServerApp:
                 status = await self._fallback(scope, receive, send, rid)
                 endpoint = getattr(scope.get("route"), "path", "unmatched")
         finally:
-            self.state.inflight -= 1
+            self.state.request_finished()
             if scope.get(_LARGE_BODY):  # its body and decoded values are freed: give them back
                 self.release.closed()
             seconds = time.perf_counter() - started

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,12 +82,13 @@ class Batcher:
         max_queue: int,
         refill_fraction: float = 0.0,
         on_batch: Callable[[BatchStats], None] | None = None,
-        threads: Sequence[concurrent.futures.ThreadPoolExecutor] | None = None,
+        executors: Sequence[concurrent.futures.ThreadPoolExecutor] | None = None,
     ) -> None:
-        """`predict_fns`: one function per model instance; each runs on a thread of its own. Pass `threads`
-        (one single-thread executor per instance) to run each instance on the thread that loaded it."""
+        """`predict_fns`: one function per model instance; each runs on a thread of its own. Pass
+        `executors` (one single-thread executor per instance, `model_thread`) to run each instance on the
+        thread that loaded it."""
         self._predict_fns = list(predict_fns)
-        self._executors: list[concurrent.futures.ThreadPoolExecutor] = list(threads or [])
+        self._executors: list[concurrent.futures.ThreadPoolExecutor] = list(executors or [])
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
@@ -98,6 +100,11 @@ class Batcher:
         self._refill_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
+        # requests a worker has taken from the queue whose callers still wait for them (a partial batch
+        # waiting for more is in neither the queue nor a running batch); the drain waits for this and the
+        # queue to empty
+        self._taken: set[_Request] = set()
+        self._drained: asyncio.Event | None = None  # set when both are empty while `drain` waits
         self._accepting = True
 
     @property
@@ -142,33 +149,49 @@ class Batcher:
     def _expire(self, request: _Request, timeout: float) -> None:
         if request.future.done():
             return
-        if request in self._queue:  # never started: drop it so no worker computes it
-            self._queue.remove(request)
+        self._forget(request)  # never started: no worker computes it
         request.future.set_exception(DeadlineError(f"no answer within the request timeout of {timeout:g}s"))
 
     def _abandon(self, request: _Request) -> None:
+        self._forget(request)
+        request.future.cancel()
+
+    def _forget(self, request: _Request) -> None:
+        """Drop a request whose caller has its answer: from the queue, or from a batch not yet run (see
+        `_still_wanted`)."""
         if request in self._queue:
             self._queue.remove(request)
-        request.future.cancel()
+        self._taken.discard(request)
+        self._wake_drain()
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking requests and wait up to `timeout` for queued and running ones. True if all finished."""
         self._accepting = False
-        deadline = time.monotonic() + timeout
-        while (self._queue or self._busy) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return not (self._queue or self._busy)
+        if self._drained is None:  # one event for every caller of drain
+            self._drained = asyncio.Event()
+        if not self._idle():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout)
+        return self._idle()
+
+    def _idle(self) -> bool:
+        return not (self._queue or self._taken)
+
+    def _wake_drain(self) -> None:
+        if self._drained is not None and self._idle():
+            self._drained.set()
 
     async def close(self) -> None:
-        """Cancel the workers; anything still queued fails with DrainingError."""
+        """Cancel the workers; anything still queued or held by a worker fails with DrainingError."""
         self._accepting = False
-        while self._queue:
-            request = self._queue.popleft()
-            if not request.future.done():
-                request.future.set_exception(DrainingError("the server shut down before this request ran"))
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        for request in [*self._queue, *self._taken]:
+            if not request.future.done():
+                request.future.set_exception(DrainingError("the server shut down before this request ran"))
+        self._queue.clear()
+        self._taken.clear()
         for executor in self._executors:
             executor.shutdown(wait=False, cancel_futures=True)
 
@@ -179,6 +202,8 @@ class Batcher:
         expected, budget = 0, 0.0
         while True:
             batch = await self._next_batch(loop, expected, budget)
+            # a request may have expired or been abandoned while the batch waited to fill: never compute it
+            batch = self._still_wanted(batch)
             if not batch:
                 continue
             self._busy += 1
@@ -192,12 +217,18 @@ class Batcher:
             if self._on_batch is not None:
                 self._on_batch(stats)
             for request, outcome in zip(batch, outcomes, strict=True):
+                self._taken.discard(request)
                 if request.future.done():  # timed out while running; its caller has answered 504
                     continue
                 if isinstance(outcome, BaseException):
                     request.future.set_exception(outcome)
                 else:
                     request.future.set_result(outcome)
+            self._wake_drain()
+
+    @staticmethod
+    def _still_wanted(batch: list[_Request]) -> list[_Request]:
+        return [request for request in batch if not request.future.done()]
 
     async def _next_batch(
         self, loop: asyncio.AbstractEventLoop, expected: int, budget: float
@@ -274,6 +305,7 @@ class Batcher:
                     break
                 continue
             taken.append(request)
+            self._taken.add(request)
             rows += request.rows
             if rows >= self.max_batch_size:
                 break

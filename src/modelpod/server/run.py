@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from types import FrameType
 
 import uvicorn
@@ -48,23 +47,20 @@ class ModelServer(uvicorn.Server):
             log.info("signal %d while %s: stopping now", sig, self.state.health.value, extra={"signal": sig})
             exit_now(sig)
         self._draining = True
-        self.state.health = Health.DRAINING
+        self.state.set_health(Health.DRAINING)
         log.info("signal %d: draining (readiness now 503)", sig, extra={"signal": sig})
         asyncio.get_event_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         budget = self.state.spec.server.drain_timeout_s
-        deadline = time.monotonic() + budget
         # requests whose body has not arrived are not waited for (server/body_watch.py)
-        while self.state.working() > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if self.state.working() > 0:
+        if await self.state.wait_idle(budget):
+            log.info("drained: no request in flight")
+        else:
             log.warning(
                 "drain budget of %.1fs ran out with %d requests in flight", budget, self.state.working()
             )
             await self._cut_generations()
-        else:
-            log.info("drained: no request in flight")
         self.state.bodies.stop_all()  # 503 to those still sending a body, before uvicorn cancels them
         self.should_exit = True
 
@@ -75,9 +71,7 @@ class ModelServer(uvicorn.Server):
         if engine is None:
             return
         engine.abort_all("the server is shutting down and its drain budget ran out; retry the request")
-        deadline = time.monotonic() + _CLOSE_IDLE_SECONDS
-        while self.state.working() > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await self.state.wait_idle(_CLOSE_IDLE_SECONDS)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -1,9 +1,10 @@
 """Server state shared by every route: health, the model, the batcher, metrics; and the one inference path.
 
-Health is an explicit state machine:
+Health is an explicit state machine, changed only through `ServerState.set_health`:
 
     STARTING --load ok--> READY --SIGTERM--> DRAINING --drained--> STOPPED
-        └--load fails--> FAILED
+        ├--load fails--> FAILED
+        └--stopped while loading (in process)--> DRAINING
 
 Liveness answers 200 in STARTING, READY and DRAINING; readiness only in READY.
 """
@@ -39,6 +40,17 @@ class Health(enum.Enum):
     FAILED = "failed"
 
 
+# the states each state may move to; a move to the state it is in already changes nothing, any other is
+# a bug (FAILED and STOPPED are final)
+_NEXT_HEALTH: dict[Health, frozenset[Health]] = {
+    Health.STARTING: frozenset({Health.READY, Health.FAILED, Health.DRAINING}),
+    Health.READY: frozenset({Health.DRAINING}),
+    Health.DRAINING: frozenset({Health.STOPPED}),
+    Health.STOPPED: frozenset(),
+    Health.FAILED: frozenset(),
+}
+
+
 class ApiError(Exception):
     """An error answered as JSON `{"error": message}` with `status` (and optional headers)."""
 
@@ -53,7 +65,7 @@ class ServerState:
     def __init__(self, spec: Spec, *, auth_token: str | None) -> None:
         self.spec = spec
         self.name = spec.name
-        self.health = Health.STARTING
+        self._health = Health.STARTING
         self.metrics = Metrics(spec.name, spec.server.max_batch_size)
         self.predictor: Predictor | None = None
         self.batcher: Batcher | None = None
@@ -65,6 +77,7 @@ class ServerState:
         self.started_at = int(time.time())
         self.failure: str | None = None
         self.inflight = 0  # HTTP requests being handled, kept by ServerApp; the drain waits for 0
+        self._idle: asyncio.Event | None = None  # set when `working()` reaches 0 while the drain waits
         self.limits = RequestLimits.for_spec(spec)  # with the JSON value bound once the model is loaded
         # requests still receiving their body (counted in `inflight` by ServerApp): they are not yet in
         # flight for the gauge, nor for the drain (server/body_watch.py)
@@ -72,9 +85,46 @@ class ServerState:
         # read at scrape time: a gauge's inc and dec take a lock each, twice per request
         self.metrics.inflight_now.set_function(self.working)
 
+    @property
+    def health(self) -> Health:
+        return self._health
+
+    def set_health(self, health: Health) -> None:
+        """Move to `health`; a move the state machine does not have (module docstring) is a bug."""
+        if health is self._health:
+            return
+        if health not in _NEXT_HEALTH[self._health]:
+            raise RuntimeError(f"server health cannot go from {self._health.value} to {health.value}")
+        self._health = health
+
     def working(self) -> int:
         """Requests in flight whose body has arrived: what the drain waits for and the gauge shows."""
         return self.inflight - len(self.bodies)
+
+    def request_finished(self) -> None:
+        """One request less in flight (ServerApp counts them); wakes the drain when none is left."""
+        self.inflight -= 1
+        if self._idle is not None and self.working() <= 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until no request is working; True when none is.
+
+        Only a request's end can bring `working()` to 0 (a request that starts adds one in flight before
+        its body is counted as arriving), so `request_finished` is the one place that wakes this."""
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._wait_no_work(self._idle), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._idle = None
+        return self.working() <= 0
+
+    async def _wait_no_work(self, idle: asyncio.Event) -> None:
+        while self.working() > 0:
+            idle.clear()
+            await idle.wait()
 
     @property
     def live(self) -> bool:
