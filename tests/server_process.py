@@ -24,6 +24,7 @@ class ServerProcess:
     def __init__(
         self, spec: Path, *args: str, env: dict[str, str] | None = None, start_timeout: float = 120
     ) -> None:
+        self.project = spec
         self.command = [sys.executable, "-m", "modelpod", "serve", str(spec), "--port", "0", *args]
         self.env = {**os.environ, **(env or {})}
         self.start_timeout = start_timeout

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from tests.generation.tiny_llama import build_tiny_llama
+from tests.server.test_openapi_routes import app_routes, documented_routes, served_routes
 from tests.server_process import ServerProcess
 
 WAIT_S = 30.0
@@ -290,3 +291,9 @@ def test_a_body_over_the_limit_gets_413_in_openai_shape(client: openai.OpenAI) -
         client.chat.completions.create(model="tiny", messages=long, max_tokens=4)
     assert refused.value.status_code == 413
     assert "larger than the limit of 65536 bytes" in str(refused.value)
+
+
+def test_openapi_paths_are_the_served_routes_of_a_language_model(server: ServerProcess):
+    served = served_routes(server.url, "tiny", app_routes(server.project))
+    assert {("POST", "/v1/chat/completions"), ("POST", "/v1/completions")} <= served
+    assert documented_routes(server.url) == served

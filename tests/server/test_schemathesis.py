@@ -41,6 +41,9 @@ def test_schemathesis_finds_nothing_in_1000_requests(digits_dir, tmp_path):
                 "all",
                 "--exclude-checks",
                 "not_a_server_error",  # replaced by documented_server_errors (schemathesis_hooks.py)
+                # the `/versions/1` forms of the v2 model routes run the same handlers as the plain ones
+                "--exclude-path-regex",
+                "/versions/",
                 "--max-examples",
                 str(MAX_EXAMPLES),
                 "--seed",
@@ -67,7 +70,7 @@ def test_schemathesis_finds_nothing_in_1000_requests(digits_dir, tmp_path):
     output = f"{run.stdout[-8000:]}\n{run.stderr[-4000:]}\n--- server log ---\n{server.log[-3000:]}"
     assert run.returncode == 0, output
     summary = json.loads(report.read_text())
-    assert summary["operations"]["tested"] == 7, output
+    assert summary["operations"]["tested"] == 9, output
     assert summary["test_cases"]["generated"] >= 1000, output
     assert summary["test_cases"]["with_failures"] == 0, output
     assert summary["test_cases"]["errored"] == 0, output

@@ -92,6 +92,12 @@ def build_openapi(
         "additionalProperties": False,
     }
     outputs = {"type": "object", "properties": {t.name: tensor_schema(t) for t in signature.outputs}}
+    name_parameter = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [name]},
+    }
     paths: dict[str, Any] = {
         "/predict": {
             "post": {
@@ -118,14 +124,7 @@ def build_openapi(
             "post": {
                 "summary": "Open Inference Protocol v2 inference (JSON or binary tensor extension)",
                 "operationId": "v2_infer",
-                "parameters": [
-                    {
-                        "name": "name",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "enum": [name]},
-                    }
-                ],
+                "parameters": [name_parameter],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -142,15 +141,16 @@ def build_openapi(
             "get": {
                 "summary": "Model metadata",
                 "operationId": "v2_model_metadata",
-                "parameters": [
-                    {
-                        "name": "name",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "enum": [name]},
-                    }
-                ],
+                "parameters": [name_parameter],
                 "responses": {"200": {"description": "Metadata"}, **_error_responses(404, 503)},
+            }
+        },
+        "/v2/models/{name}/ready": {
+            "get": {
+                "summary": "Model readiness",
+                "operationId": "v2_model_ready",
+                "parameters": [name_parameter],
+                "responses": {"200": {"description": "Ready"}, **_error_responses(404, 503)},
             }
         },
         "/v2/health/live": {
@@ -181,7 +181,18 @@ def build_openapi(
                 "responses": {"200": {"description": "Metrics", "content": {"text/plain": {}}}},
             }
         },
+        "/v1/models": {
+            "get": {
+                "summary": "OpenAI-compatible list of the models served (this one)",
+                "operationId": "models",
+                "responses": {"200": {"description": "The model"}},
+            }
+        },
     }
+    for route in ("", "/ready", "/infer"):  # each v2 model route also takes the one version, "1"
+        paths[f"/v2/models/{{name}}/versions/{{version}}{route}"] = _versioned(
+            paths[f"/v2/models/{{name}}{route}"]
+        )
     if embedding_io(signature) is not None:
         paths["/v1/embeddings"] = {
             "post": {
@@ -304,6 +315,25 @@ _GENERATION_FIELDS: dict[str, Any] = {
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     "ignore_eos": {"type": "boolean", "description": "vLLM's extension: generate max_tokens tokens"},
 }
+
+
+def _versioned(item: dict[str, Any]) -> dict[str, Any]:
+    """A v2 model route's description for its `/versions/{version}` form."""
+    operations = {}
+    for method, operation in item.items():
+        version = {
+            "name": "version",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "enum": ["1"]},
+        }
+        parameters = [*operation["parameters"], version]
+        operations[method] = {
+            **operation,
+            "operationId": f"{operation['operationId']}_version",
+            "parameters": parameters,
+        }
+    return operations
 
 
 def _generation_paths() -> dict[str, Any]:
