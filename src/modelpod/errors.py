@@ -7,7 +7,10 @@
     ├── InputError              a request's input does not match the signature (name, expected, got)
     ├── InferenceError          the model raised while predicting
     │
-    │   defined where they are raised (the build and deploy layers, imported only there):
+    │   defined where they are raised (imported only by the layers that raise or catch them):
+    ├── server.batcher.QueueFullError      the batcher's queue holds server.max_queue requests (503)
+    ├── server.batcher.DeadlineError       no answer within server.request_timeout_s (504)
+    ├── server.batcher.DrainingError       the server is shutting down (503)
     ├── build.errors.BuildContextError     the build context cannot be rendered from the spec
     ├── build.errors.EngineError           a container engine command failed
     │   ├── EngineNotFoundError                no docker, podman or buildah executable

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelpod.errors import InferenceError, ModelpodError
-from modelpod.predictor import Predictor, compare_outputs, example_outputs, example_request, to_json
+from modelpod.predictor import Predictor
+from modelpod.spec.example_answers import compare_outputs, example_outputs, example_request, to_json
 from modelpod.spec.resolved import Example, Spec
 
 # tokens a chat example generates when it does not say

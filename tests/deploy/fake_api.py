@@ -1,6 +1,6 @@
 """A fake Kubernetes API server for the deploy tests.
 
-It is a fake because no API server can run on these machines (see DESIGN.md). It keeps objects in a
+It is a fake because no API server can run on the machines these tests run on. It keeps objects in a
 dict, answers the REST calls modelpod makes (server-side apply with fieldManager/force/dryRun, create,
 get, list with label and field selectors, delete, pod logs, events, API discovery for CRDs, and the
 service proxy) through one respx route, and plays a small Deployment controller: applying a changed

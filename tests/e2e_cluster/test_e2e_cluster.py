@@ -14,8 +14,8 @@ from modelpod.deploy.deployer import DeployOptions, RolloutFailed, deploy
 from modelpod.deploy.release import History
 from modelpod.deploy.render import parse_image, render_manifests
 from modelpod.deploy.rollout import Waiting
-from modelpod.predictor import compare_outputs
 from modelpod.spec import Spec, load_spec
+from modelpod.spec.example_answers import compare_outputs
 from modelpod.spec.model import Peer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from modelpod.deploy.cluster import Cluster, Manifest
 from modelpod.deploy.rollout import Waiting
+from modelpod.spec.example_answers import compare_outputs, example_outputs, example_request
 from modelpod.spec.resolved import Example
 
 # Statuses with which the proxy says it reached no ready endpoint (yet).
@@ -38,8 +39,6 @@ def smoke_test(
     report: _Steps,
 ) -> tuple[str | None, tuple[str, ...]]:
     """POST each example to the release's Service; (what went wrong or None, names of passed examples)."""
-    from modelpod.predictor import compare_outputs, example_outputs, example_request
-
     services = [m for m in manifests if m["kind"] == "Service" and m["apiVersion"] == "v1"]
     if not services:
         report.step("smoke test skipped: the release has no Service to send the examples to")

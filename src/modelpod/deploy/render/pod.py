@@ -12,7 +12,7 @@ from modelpod.spec.model import ResourcesSection
 from modelpod.spec.patterns import quantity_bytes
 from modelpod.spec.resolved import Spec
 
-# The image's non-root user (DESIGN.md, "Images"); a UID above 10000 stays clear of host users.
+# The image's non-root user, made by build/templates/Dockerfile.j2; a UID over 10000 stays clear of host users
 RUN_AS_USER = 10001
 APP_DIR = "/app"  # where the image holds the spec, the model and the user's code
 TMP_VOLUME = "tmp"
