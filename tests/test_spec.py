@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -340,3 +341,24 @@ def test_schema_validates_the_examples_and_rejects_typos():
         data = yaml.safe_load(spec.read_text())
         assert not list(validator.iter_errors(data)), spec
     assert list(validator.iter_errors({"name": "x", "model": {"path": "m.onnx"}, "sever": {}}))
+
+
+def test_every_key_of_the_schema_has_a_description():
+    """`modelpod schema` and the docs describe every key: a property without a description fails here."""
+    schema = json_schema()
+    missing = []
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for name, prop in node.get("properties", {}).items():
+                if "description" not in prop:
+                    missing.append(f"{path}.{name}")
+            for key, value in node.items():
+                visit(value, f"{path}.{key}" if key not in ("properties", "$defs") else path)
+        elif isinstance(node, list):
+            for item in node:
+                visit(item, path)
+
+    visit(schema, "")
+    assert len(schema["properties"]) > 10  # the schema was walked, not an empty one
+    assert missing == [], f"keys without a description: {missing}"

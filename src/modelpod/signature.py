@@ -104,7 +104,7 @@ class TensorSpec(BaseModel):
     shape: tuple[int, ...] = Field(
         default=(), description="Per-item shape without the batch dimension; -1 is a dimension of any size."
     )
-    description: str | None = None
+    description: str | None = Field(default=None, description="What the tensor holds, for people.")
 
     @field_validator("dtype")
     @classmethod
@@ -299,8 +299,10 @@ class Signature(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    inputs: tuple[TensorSpec, ...] = Field(min_length=1)
-    outputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    inputs: tuple[TensorSpec, ...] = Field(min_length=1, description="The tensors one request item holds.")
+    outputs: tuple[TensorSpec, ...] = Field(
+        min_length=1, description="The tensors the model answers per item."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Signature:

@@ -83,7 +83,9 @@ class PythonSection(Section):
 
 class ServerSection(Section):
     host: str = Field(default="127.0.0.1", description="Address to bind; images bind 0.0.0.0.")
-    port: int = Field(default=8080, ge=1, le=65535)
+    port: int = Field(
+        default=8080, ge=1, le=65535, description="Port to listen on (`modelpod serve --port` overrides it)."
+    )
     max_batch_size: int = Field(default=32, ge=1, description="Most requests the batcher runs together.")
     max_wait_ms: float = Field(
         default=0.0, ge=0, le=10_000, description="How long a partial batch may wait for more requests."
@@ -143,7 +145,9 @@ class ServerSection(Section):
         description="Environment variable holding a bearer token that inference routes then require.",
     )
     access_log: bool = Field(default=True, description="One JSON log line per request.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe server log lines written (JSON, one a line, on stderr)."
+    )
 
 
 class GenerationSection(Section):
@@ -202,9 +206,14 @@ class ResourcesSection(Section):
 
 
 class ScalingSection(Section):
-    replicas: int = Field(default=1, ge=0, le=INT32_MAX)
-    min_replicas: int = Field(default=1, ge=1, le=INT32_MAX)
-    max_replicas: int = Field(default=3, ge=1, le=INT32_MAX)
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=INT32_MAX,
+        description="Pods to run when autoscaler is none (the start count otherwise).",
+    )
+    min_replicas: int = Field(default=1, ge=1, le=INT32_MAX, description="Fewest pods the autoscaler keeps.")
+    max_replicas: int = Field(default=3, ge=1, le=INT32_MAX, description="Most pods the autoscaler starts.")
     target_concurrency: float = Field(
         default=8.0, gt=0, le=1_000_000, description="In-flight requests per replica to aim for."
     )
@@ -245,9 +254,15 @@ class ImageSection(Section):
 
 class Toleration(Section):
     key: str = Field(pattern=LABEL_KEY_PATTERN, description="Taint key, e.g. nvidia.com/gpu.")
-    operator: Literal["Exists", "Equal"] = "Exists"
-    value: str | None = Field(default=None, pattern=LABEL_VALUE_PATTERN)
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+    operator: Literal["Exists", "Equal"] = Field(
+        default="Exists", description="Exists: any value of the taint's key; Equal: only `value`."
+    )
+    value: str | None = Field(
+        default=None, pattern=LABEL_VALUE_PATTERN, description="The taint's value (Equal)."
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default="NoSchedule", description="The taint effect tolerated; null for every effect."
+    )
 
     @model_validator(mode="after")
     def _value_matches_operator(self) -> Toleration:
@@ -305,7 +320,7 @@ class Peer(Section):
 
 
 class NetworkPolicySection(Section):
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Render a NetworkPolicy that admits only `allow_from`.")
     allow_from: tuple[Peer, ...] = Field(
         default=(Peer(),),
         description="Who may connect to the serving port: pods by namespace and labels, or address "
@@ -322,9 +337,13 @@ class NetworkPolicySection(Section):
 
 
 class IngressSection(Section):
-    enabled: bool = False
-    host: str | None = Field(default=None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    path: str = Field(default="/", pattern=r"^/")
+    enabled: bool = Field(default=False, description="Render an Ingress for the Service.")
+    host: str | None = Field(
+        default=None,
+        pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Host name the Ingress answers, e.g. digits.example.com; every host when left out.",
+    )
+    path: str = Field(default="/", pattern=r"^/", description="Path prefix routed to the model.")
     class_name: DnsSubdomain | None = Field(default=None, description="IngressClass, e.g. nginx.")
     tls_secret: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="Secret with the TLS cert."
@@ -332,7 +351,9 @@ class IngressSection(Section):
     controller_namespace: str = Field(
         default="ingress-nginx", pattern=NAME_PATTERN, description="Namespace the NetworkPolicy admits."
     )
-    annotations: dict[LabelKey, str] = Field(default_factory=dict)
+    annotations: dict[LabelKey, str] = Field(
+        default_factory=dict, description="Annotations for the ingress controller (e.g. TLS, body size)."
+    )
 
 
 class MonitoringSection(Section):
@@ -351,19 +372,25 @@ class MonitoringSection(Section):
     labels: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, description="Extra labels on the monitoring objects, e.g. release: prometheus."
     )
-    scrape_interval: str = Field(default="30s", pattern=DURATION_PATTERN)
+    scrape_interval: str = Field(
+        default="30s", pattern=DURATION_PATTERN, description="How often Prometheus reads /metrics (e.g. 15s)."
+    )
     alert_for: str = Field(
         default="5m", pattern=DURATION_PATTERN, description="How long before an alert fires."
     )
     max_error_ratio: float = Field(default=0.05, gt=0, le=1, description="5xx answers over all answers.")
-    max_p99_latency_s: float = Field(default=1.0, gt=0)
+    max_p99_latency_s: float = Field(
+        default=1.0, gt=0, description="p99 request latency in seconds over which the latency alert fires."
+    )
     max_rejected_per_s: float = Field(default=1.0, gt=0, description="Requests refused for overload.")
 
 
 class KubernetesSection(Section):
-    namespace: str = Field(default="default", pattern=NAME_PATTERN)
-    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
-    service_port: int = Field(default=80, ge=1, le=65535)
+    namespace: str = Field(default="default", pattern=NAME_PATTERN, description="Namespace of every object.")
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Type of the Service in front of the pods."
+    )
+    service_port: int = Field(default=80, ge=1, le=65535, description="Port the Service listens on.")
     startup_timeout_s: int = Field(
         default=600, ge=10, le=86_400, description="Budget for the model to load before the pod is restarted."
     )
@@ -383,7 +410,9 @@ class KubernetesSection(Section):
         default="ScheduleAnyway", description="Spread replicas across nodes: a preference or a rule."
     )
     tmp_size: str = Field(default="256Mi", pattern=MEMORY_PATTERN, description="Size of the /tmp emptyDir.")
-    image_pull_policy: Literal["IfNotPresent", "Always"] = "IfNotPresent"
+    image_pull_policy: Literal["IfNotPresent", "Always"] = Field(
+        default="IfNotPresent", description="When nodes pull the image (it is pinned by digest either way)."
+    )
     image_pull_secrets: tuple[DnsSubdomain, ...] = Field(
         default=(), description="Secrets to pull a private image."
     )
@@ -392,10 +421,17 @@ class KubernetesSection(Section):
         pattern=NAME_PATTERN,
         description="Secret whose key `token` fills server.auth_token_env; default <name>-auth.",
     )
-    gpu: GpuSection = Field(default_factory=GpuSection)
-    network_policy: NetworkPolicySection = Field(default_factory=NetworkPolicySection)
-    ingress: IngressSection = Field(default_factory=IngressSection)
-    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
+    gpu: GpuSection = Field(
+        default_factory=GpuSection, description="GPU scheduling: tolerations, node labels."
+    )
+    network_policy: NetworkPolicySection = Field(
+        default_factory=NetworkPolicySection,
+        description="Who may reach the pods, and where they may connect.",
+    )
+    ingress: IngressSection = Field(default_factory=IngressSection, description="An Ingress to the Service.")
+    monitoring: MonitoringSection = Field(
+        default_factory=MonitoringSection, description="Prometheus scraping, alert rules, Grafana dashboard."
+    )
 
     @model_validator(mode="after")
     def _deadline_after_startup(self) -> KubernetesSection:
@@ -438,7 +474,7 @@ class TrainSection(Section):
 
 
 class ExampleSection(Section):
-    name: str = "example"
+    name: str = Field(default="example", description="Shown in reports of `predict` and the smoke tests.")
     inputs: dict[str, Any] | None = Field(default=None, description="One item's inputs by name.")
     chat: dict[str, Any] | None = Field(
         default=None,
@@ -475,18 +511,29 @@ class SpecFile(Section):
 
     version: Literal[1] = Field(default=1, description="Spec format version.")
     name: str = Field(pattern=NAME_PATTERN, max_length=53, description="Lowercase name of the deployment.")
-    description: str | None = None
-    model: ModelSection
-    python: PythonSection = Field(default_factory=PythonSection)
-    server: ServerSection = Field(default_factory=ServerSection)
+    description: str | None = Field(default=None, description="Free text for people; not used by modelpod.")
+    model: ModelSection = Field(description="The model file or directory, its format and signature.")
+    python: PythonSection = Field(
+        default_factory=PythonSection, description="Python version and packages for the image."
+    )
+    server: ServerSection = Field(
+        default_factory=ServerSection, description="The inference server: port, batching, limits, timeouts."
+    )
     generation: GenerationSection = Field(
         default_factory=GenerationSection, description="Continuous batching of text-generation models."
     )
-    resources: ResourcesSection = Field(default_factory=ResourcesSection)
-    scaling: ScalingSection = Field(default_factory=ScalingSection)
-    image: ImageSection = Field(default_factory=ImageSection)
-    kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
-    train: TrainSection = Field(default_factory=TrainSection)
+    resources: ResourcesSection = Field(
+        default_factory=ResourcesSection,
+        description="CPU, memory and GPU of one replica (requests = limits).",
+    )
+    scaling: ScalingSection = Field(default_factory=ScalingSection, description="Replicas and autoscaling.")
+    image: ImageSection = Field(default_factory=ImageSection, description="The container image to build.")
+    kubernetes: KubernetesSection = Field(
+        default_factory=KubernetesSection, description="How the model runs on Kubernetes."
+    )
+    train: TrainSection = Field(
+        default_factory=TrainSection, description="How `modelpod train` makes the model."
+    )
     examples: tuple[ExampleSection, ...] = Field(default=(), description="Requests used by smoke tests.")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
