@@ -59,6 +59,12 @@ class SpecIssue:
     line: int | None = None  # 1-based line in the YAML file, when known
 
     def render(self, source: str | None = None) -> str:
+        """The issue as a person reads it: `source:line: path: message`, then the hint.
+
+        **Parameters**
+
+        * **source** `str` - *(optional)* the spec file's name, put before the line number when known.
+        """
         where = self.path or "(top level)"
         if source and self.line:
             where = f"{source}:{self.line}: {where}"

@@ -130,12 +130,15 @@ class TensorSpec(BaseModel):
 
     @property
     def numpy_dtype(self) -> np.dtype[Any]:
+        """The numpy dtype arrays of this tensor have (strings: `object`)."""
         return numpy_dtype(self.dtype)
 
     def v2_shape(self) -> list[int]:
+        """The shape with the batch dimension in front, as the Open Inference Protocol's metadata gives it."""
         return [-1, *self.shape]
 
     def describe(self) -> str:
+        """Short form for messages, e.g. `float32[8, 8, 1]` (`?` for a dimension of any size)."""
         dims = ", ".join("?" if d == -1 else str(d) for d in self.shape)
         return f"{self.dtype}[{dims}]"
 
@@ -314,13 +317,23 @@ class Signature(BaseModel):
         return self
 
     def input(self, name: str) -> TensorSpec:
+        """The input called **name**; raises `KeyError` when there is none."""
         for tensor in self.inputs:
             if tensor.name == name:
                 return tensor
         raise KeyError(name)
 
     def coerce_inputs(self, values: dict[str, Any], *, batched: bool) -> dict[str, np.ndarray]:
-        """Check a request's inputs by name (none missing, none unknown) and coerce each one."""
+        """Check a request's inputs by name (none missing, none unknown) and coerce each one.
+
+        **Parameters**
+
+        * **values** `dict[str, Any]` - input name to value (JSON lists, numbers, strings or arrays).
+        * **batched** `bool` - whether each value carries a leading batch dimension (`False`: one item).
+
+        Returns input name to array of the declared dtype. Raises `InputError` naming the input, the
+        expected dtype and shape, and what came.
+        """
         expected = [t.name for t in self.inputs]
         unknown = [name for name in values if name not in expected]
         if unknown:

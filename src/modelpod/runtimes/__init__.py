@@ -21,7 +21,17 @@ _MODULES = {
 
 
 def load_runtime(model: ResolvedModel, *, threads: int | None = None) -> Runtime:
-    """Load `model` with the runtime of its format. Raises ModelLoadError (or MissingDependencyError)."""
+    """Load a model with the runtime of its format, importing that framework only now.
+
+    **Parameters**
+
+    * **model** `ResolvedModel` - the spec's model section as resolved (`load_spec(...).model`): its path,
+      format, signature and options.
+    * **threads** `int` - *(optional)* intra-op threads for the framework; by default the CPU quota of the
+      container (`default_threads()`).
+
+    Raises `ModelLoadError`, or `MissingDependencyError` naming the extra to install.
+    """
     module = importlib.import_module(f"modelpod.runtimes.{_MODULES[model.format]}")
     runtime: Runtime = module.load(model, threads=threads or default_threads())
     return runtime

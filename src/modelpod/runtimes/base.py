@@ -27,12 +27,30 @@ Batch = dict[str, np.ndarray]
 
 @runtime_checkable
 class Runtime(Protocol):
+    """A model loaded by its framework. Each format module's `load()` returns one; a custom class
+    (`model.class` in the spec) may be one too, or derive from `BaseRuntime`. An optional `close()`
+    releases the framework's resources."""
+
     @property
-    def signature(self) -> Signature: ...
+    def signature(self) -> Signature:
+        """The inputs and outputs the model takes and gives, per item (no batch dimension)."""
+        ...
 
-    def predict(self, batch: Batch) -> Batch: ...
+    def predict(self, batch: Batch) -> Batch:
+        """Run one batch.
 
-    def warmup(self) -> None: ...
+        **Parameters**
+
+        * **batch** `dict[str, np.ndarray]` - every input by name, batch dimension first, already of the
+          signature's dtypes (strings as numpy object arrays).
+
+        Returns every output by name with one row per input row.
+        """
+        ...
+
+    def warmup(self) -> None:
+        """Run the model once on placeholder inputs, before the first request."""
+        ...
 
 
 class BaseRuntime:

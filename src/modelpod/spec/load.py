@@ -66,7 +66,20 @@ def find_spec_file(path: str | Path = ".") -> Path:
 
 
 def load_spec(path: str | Path = ".", profile: str | None = None, *, require_model: bool = True) -> Spec:
-    """Read, validate and resolve a spec. `require_model=False` skips the check that the model file exists."""
+    """Read, validate and resolve a spec.
+
+    **Parameters**
+
+    * **path** `str | Path` - *(optional)* a `modelpod.yaml`, or the directory holding one (default: the
+      current directory).
+    * **profile** `str` - *(optional)* a profile to apply: `dev`, `staging`, `prod` or one the spec
+      defines; its keys are merged onto the file's.
+    * **require_model** `bool` - *(optional)* `False` skips the check that the model file exists (for
+      rendering manifests on a machine without the weights).
+
+    Returns a frozen `Spec`. Raises `SpecError` listing every problem found, each with its field, line
+    and a hint.
+    """
     source = find_spec_file(path)
     raw, lines = read_spec(source)
     base = _validate(raw, lines, str(source))

@@ -50,6 +50,10 @@ class ResolvedImage(_Frozen):
 
 
 class Spec(_Frozen):
+    """A spec file read, validated, with a profile applied, and resolved: paths absolute and checked,
+    the format detected, example files read. Made by `load_spec`; frozen. The sections are those of
+    `modelpod.yaml` (`modelpod schema` describes every key)."""
+
     name: str
     description: str | None
     model: ResolvedModel
