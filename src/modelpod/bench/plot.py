@@ -14,6 +14,7 @@ from modelpod.bench._deps import require
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
 
 # (result key, label, colour): no colour twice on a panel, none the throughput's green or the knee's black
 LATENCY_CURVES = (
@@ -49,10 +50,11 @@ def figure(result: dict[str, Any]) -> Figure:
     throughput.set_ylim(bottom=0)
     if len(loads) > 1 and loads[-1] / loads[0] >= 8:
         throughput.set_xscale("log", base=2)
+        throughput.xaxis.set_major_formatter(ScalarFormatter())  # 16, not 2^4
     knee = result.get("knee")
     for axes in (latency, throughput):
         if knee is not None:
-            axes.axvline(loads[knee], color="black", linestyle="--", label=f"knee ({loads[knee]:g})")
+            axes.axvline(loads[knee], color="black", linestyle="--", label=f"knee ({loads[knee]:.4g})")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(loc="upper left", fontsize="small")
     return fig

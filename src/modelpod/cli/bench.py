@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -74,7 +75,7 @@ def bench(
     workload = _workload(spec, profile, requests, endpoint)
     with _LiveProgress(settings.duration_s + settings.warmup_s) as progress:
         result = run_bench(settings, workload, on_step=progress.step, on_progress=progress.update)
-    out.print(result_table(result))
+    _table_console().print(result_table(result))
     _print_knee(result)
     if json_file is not None:
         from modelpod.bench.report import write_json
@@ -126,6 +127,11 @@ class _LiveProgress:
     def update(self, progress: Any) -> None:
         phase = "warm-up" if progress.warming_up else f"{progress.ok} ok, {progress.errors} errors"
         self.bar.update(self.task, completed=progress.elapsed_s, description=f"{self.label}  {phase}")
+
+
+def _table_console() -> Console:
+    """stdout; when it is not a terminal, wide enough for every column (Rich would assume 80)."""
+    return out if out.is_terminal else Console(width=160, soft_wrap=True)
 
 
 def _ms(value: float | None) -> str:
@@ -210,7 +216,7 @@ def plan(
               cpu_margin=cpu_margin, memory_margin=memory_margin, startup_s=startup_s)  # fmt: skip
     result = read_json(bench_file)
     made = make_plan(result, slo)
-    out.print(plan_table(made, slo))
+    _table_console().print(plan_table(made, slo))
     for note in made.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")
     if write is not None:
