@@ -1,20 +1,19 @@
-"""Closed-loop HTTP load: `concurrency` workers each send a request, wait for the answer, and repeat.
+"""Closed-loop HTTP load for the benchmark suite: `modelpod bench`'s load generator (modelpod.bench), with
+the benchmarks' own result type (which wrk_client.py returns too).
 
-Latencies go into an HDR histogram (microsecond resolution); throughput counts completed requests over
-the measured window, after a warm-up window whose requests are not counted. Non-200 answers are counted
-separately and excluded from latency percentiles.
+`concurrency` workers each send a request, wait for the answer, and repeat. Latencies go into an HDR
+histogram (microsecond resolution); throughput counts completed requests over the measured window, after
+a warm-up window whose requests are not counted. Non-200 answers are counted separately and excluded
+from latency percentiles.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import aiohttp
-from hdrh.histogram import HdrHistogram
+from modelpod.bench.loadgen import Load, run_step
+from modelpod.bench.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -39,46 +38,26 @@ async def closed_loop(
     concurrency: int,
     duration: float,
     warmup: float,
-    headers: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> LoadResult:
-    histogram = HdrHistogram(1, 60_000_000, 3)  # 1 us .. 60 s, 3 significant digits
-    counts = {"ok": 0, "errors": 0}
-    start = time.perf_counter()
-    measure_from = start + warmup
-    stop_at = measure_from + duration
-    request_headers = {"content-type": "application/json", **(headers or {})}
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
-
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
-
-        async def worker(offset: int) -> None:
-            for body in itertools.islice(itertools.cycle(bodies), offset, None):
-                sent = time.perf_counter()
-                if sent >= stop_at:
-                    return
-                async with session.post(url, data=body, headers=request_headers) as response:
-                    await response.read()
-                    status = response.status
-                done = time.perf_counter()
-                if sent < measure_from:
-                    continue
-                if status == 200:
-                    counts["ok"] += 1
-                    histogram.record_value(max(1, int((done - sent) * 1e6)))
-                else:
-                    counts["errors"] += 1
-
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    elapsed = min(time.perf_counter(), stop_at) - measure_from
+    """`url` is the whole endpoint (e.g. http://127.0.0.1:8080/predict)."""
+    record = await run_step(
+        url,
+        Workload(path="", bodies=tuple(bodies), streaming=False),
+        Load("closed", concurrency),
+        duration=duration,
+        warmup=warmup,
+        timeout=timeout,
+        max_connections=concurrency,
+    )
+    latency = record.latency
     return LoadResult(
         concurrency=concurrency,
-        seconds=round(elapsed, 2),
-        ok=counts["ok"],
-        errors=counts["errors"],
-        throughput=round(counts["ok"] / elapsed, 1),
-        p50_ms=histogram.get_value_at_percentile(50) / 1000,
-        p90_ms=histogram.get_value_at_percentile(90) / 1000,
-        p99_ms=histogram.get_value_at_percentile(99) / 1000,
+        seconds=round(duration, 2),
+        ok=record.ok,
+        errors=sum(record.errors.values()),
+        throughput=round(record.ok / duration, 1),
+        p50_ms=latency.get_value_at_percentile(50) / 1000,
+        p90_ms=latency.get_value_at_percentile(90) / 1000,
+        p99_ms=latency.get_value_at_percentile(99) / 1000,
     )

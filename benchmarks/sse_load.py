@@ -11,10 +11,10 @@ a short window of a slow server with no latencies at all.) The tokens of a reque
 `completion_tokens` of its usage where the server reports one, else its content chunks; a chunk may
 carry more than one token, so each of a request's chunks counts as tokens / chunks.
 
-The client is aiohttp with a line-by-line SSE parser and orjson, on uvloop when it is installed: a
-fifth to an eighth of the CPU time per token of the openai SDK's AsyncOpenAI stream, which builds
-pydantic objects for every chunk (benchmarks/generation-method.md). It shares the machine's cores with
-the server, so its own CPU time is measured and reported per token.
+The client is `modelpod bench`'s (modelpod/bench/sse.py): aiohttp with a line-by-line SSE parser and
+orjson, on uvloop when it is installed: a fifth to an eighth of the CPU time per token of the openai
+SDK's AsyncOpenAI stream, which builds pydantic objects for every chunk (benchmarks/generation-method.md).
+It shares the machine's cores with the server, so its own CPU time is measured and reported per token.
 """
 
 from __future__ import annotations
@@ -22,66 +22,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import numpy as np
-import orjson
 
-
-@dataclass
-class Stream:
-    """One request: when it was sent, when each content chunk arrived, and what the server reported."""
-
-    sent: float
-    ended: float = 0.0
-    chunk_times: list[float] = field(default_factory=list)
-    completion_tokens: int | None = None  # from the usage the server reported, if it did
-    prompt_tokens: int | None = None
-    finish_reason: str | None = None
-    error: str | None = None
-
-    @property
-    def tokens(self) -> int:
-        return self.completion_tokens if self.completion_tokens is not None else len(self.chunk_times)
-
-
-async def stream_one(session: aiohttp.ClientSession, url: str, body: bytes) -> Stream:
-    stream = Stream(sent=time.perf_counter())
-    try:
-        async with session.post(url, data=body, headers={"content-type": "application/json"}) as response:
-            if response.status != 200:
-                stream.error = f"HTTP {response.status}: {(await response.text())[:300]}"
-                return stream
-            async for line in response.content:
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, pings
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    break
-                now = time.perf_counter()
-                event = orjson.loads(payload)
-                if "error" in event:
-                    stream.error = str(event["error"])[:300]
-                    break
-                choices = event.get("choices")
-                if choices:
-                    choice = choices[0]
-                    if (choice.get("delta") or {}).get("content"):
-                        stream.chunk_times.append(now)
-                    if choice.get("finish_reason"):
-                        stream.finish_reason = choice["finish_reason"]
-                usage = event.get("usage")
-                if usage:
-                    stream.completion_tokens = usage.get("completion_tokens")
-                    stream.prompt_tokens = usage.get("prompt_tokens")
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-        stream.error = f"{type(exc).__name__}: {exc}"[:300]
-    if stream.error is None and not stream.chunk_times:
-        stream.error = "no content streamed"
-    stream.ended = time.perf_counter()
-    return stream
+from modelpod.bench.sse import Stream, stream_one
 
 
 async def closed_loop(

@@ -162,7 +162,7 @@ def _start_engine(
 
 def _ready(state: ServerState, predictor: Predictor) -> None:
     state.predictor = predictor
-    state.metrics.load_seconds.labels(state.name).set(predictor.load_seconds)
+    state.metrics.ready(predictor.load_seconds)
     state.set_health(Health.READY)
     log.info(
         "model %s ready (%s, loaded in %.2fs)",

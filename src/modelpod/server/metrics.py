@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -49,6 +51,15 @@ class Metrics:
         self.load_seconds = Gauge(
             "modelpod_model_load_seconds", "Time to load and warm up the model.", ["model"], registry=r
         )
+        self.startup_seconds = Gauge(
+            "modelpod_startup_seconds",
+            "Time from the process's start to ready: imports, model load and warm-up.",
+            ["model"],
+            registry=r,
+        )
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds ...: what
+        # `modelpod bench` reads to size pods (Linux only; elsewhere the collector reports nothing)
+        self.process = ProcessCollector(registry=r)
         self.rejected = Counter(
             "modelpod_rejected_requests",
             "Requests refused before reaching the model, by reason.",
@@ -77,11 +88,25 @@ class Metrics:
         self._batch_size.observe(rows)
         self._inference.observe(seconds)
 
+    def ready(self, load_seconds: float) -> None:
+        self.load_seconds.labels(self.model).set(load_seconds)
+        started = _process_start_time(self.process)
+        if started is not None:
+            self.startup_seconds.labels(self.model).set(max(0.0, time.time() - started))
+
     def reject(self, reason: str) -> None:
         self.rejected.labels(self.model, reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _process_start_time(collector: ProcessCollector) -> float | None:
+    """The process's start (seconds since the epoch) as the process collector reports it."""
+    for family in collector.collect():
+        if family.name == "process_start_time_seconds" and family.samples:
+            return float(family.samples[0].value)
+    return None
 
 
 # seconds to the first token: a prefill, plus any wait in the queue
