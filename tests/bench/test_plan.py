@@ -136,3 +136,15 @@ def test_set_profile_adds_profiles_to_a_spec_without_them_and_keeps_flow_style()
         "name: x\nprofiles: {prod: {scaling: {replicas: 5, max_replicas: 9}, "
         "resources: {cpu: 1200m, memory: 512Mi}}}\n"
     )
+
+
+def test_a_wide_sweep_is_plotted_on_a_log_scale() -> None:
+    """Loads from 1 to 8 and more: the load axis is logarithmic, base 2, labelled in plain numbers."""
+    from modelpod.bench.plot import figure
+
+    steps = [{**s, "latency_ms": {**s["latency_ms"], "p90": 1.0, "p99_9": 2.0}} for s in RESULT["steps"]]
+    result = {**RESULT, "mode": "closed", "endpoint": "/predict", "url": "http://127.0.0.1:8080",
+              "steps": steps, "knee": 2}  # fmt: skip
+    latency, throughput = figure(result).axes
+    assert throughput.get_xscale() == "log"
+    assert [line.get_label() for line in latency.get_lines()][-1] == "knee (4)"
