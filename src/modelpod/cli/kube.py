@@ -52,11 +52,30 @@ def render(
             raise typer.BadParameter("kustomize output is a directory tree", param_hint="--output")
         sys.stdout.write("---\n".join(files.values()))
         return
+    if fmt == "yaml":
+        files.update(_rule_files(spec, profile))
     for relative, text in files.items():
         path = output / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     err.print(f"wrote {len(files)} file(s) to {output}", markup=False, highlight=False)
+
+
+def _rule_files(spec_path: Path, profile: str | None) -> dict[str, str]:
+    """The alert rules as a Prometheus rule file and their `promtool test rules` file, when the spec
+    renders alerts: for checking the rules in the user's own CI."""
+    import yaml
+
+    from modelpod.deploy.render.rule_tests import RULES_FILE, rule_tests, rules_file
+    from modelpod.spec import load_spec
+
+    resolved = load_spec(spec_path, profile, require_model=False)
+    if not resolved.kubernetes.monitoring.alerts:
+        return {}
+    return {
+        f"prometheus/{RULES_FILE}": yaml.safe_dump(rules_file(resolved), sort_keys=False),
+        "prometheus/rules.test.yaml": yaml.safe_dump(rule_tests(resolved), sort_keys=False),
+    }
 
 
 def _render_files(
