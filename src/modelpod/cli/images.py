@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
+from modelpod.cli.app import PortOption, ProfileOption, SpecPath, app, err, out
 
 if TYPE_CHECKING:
     from modelpod.build.engine import Engine
@@ -191,7 +191,7 @@ def run_command(
     profile: ProfileOption = None,
     image: Annotated[str | None, typer.Option(help="Image reference; default: the last build.")] = None,
     engine: EngineOption = None,
-    port: Annotated[int | None, typer.Option(help="Port; default: the spec's; 0 picks a free one.")] = None,
+    port: PortOption = None,
     network: Annotated[str, typer.Option(help="Container network.")] = "host",
     env: EnvOption = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for ready.")] = 120.0,

@@ -33,6 +33,8 @@ _TEXT = TensorSpec(name="text", dtype="string", shape=())
 
 
 class EmbeddingRuntime(BaseRuntime):
+    task = "embeddings"
+
     def __init__(self, torch: Any, encoder: Any, signature: Signature, *, normalize: bool) -> None:
         super().__init__(signature)
         self._torch = torch
@@ -73,6 +75,8 @@ class EmbeddingRuntime(BaseRuntime):
 
 
 class ClassificationRuntime(BaseRuntime):
+    task = "text-classification"
+
     def __init__(
         self, torch: Any, tokenizer: Any, model: Any, signature: Signature, max_length: int | None
     ) -> None:
