@@ -35,12 +35,6 @@ def metrics_show(server: ServerProcess, *lines: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def digits_server(digits_dir):
-    with ServerProcess(digits_dir) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def minilm_server(minilm_dir):
     with ServerProcess(minilm_dir) as server:
         yield server
