@@ -256,3 +256,13 @@ def test_a_sentence_encoder_is_offered_as_an_embedding_model(minilm_dir):
     assert task == "embeddings"
     assert embedding_io(runtime.signature, task) == ("text", "embedding")
     assert "/v1/embeddings" in build_openapi(spec.name, runtime.signature, task=task)["paths"]
+
+
+def test_transformers_logs_through_the_root_logger_once_loaded(embedding_runtime):
+    """The server's JSON handler sits on the root logger: transformers' own plain-text stderr handler
+    would bypass it."""
+    import logging
+
+    library = logging.getLogger("transformers")
+    assert library.propagate
+    assert library.handlers == []
