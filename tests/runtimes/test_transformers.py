@@ -265,4 +265,4 @@ def test_transformers_logs_through_the_root_logger_once_loaded(embedding_runtime
 
     library = logging.getLogger("transformers")
     assert library.propagate
-    assert library.handlers == []
+    assert not [h for h in library.handlers if type(h) is logging.StreamHandler]  # pytest adds its own
