@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.server_process import ServerProcess
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,6 +48,15 @@ def prepare_example(name: str) -> Path:
 @pytest.fixture(scope="session")
 def digits_dir() -> Path:
     return prepare_example("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_server(digits_dir: Path) -> Iterator[ServerProcess]:
+    """`modelpod serve examples/digits` on port 0, started once for every test that only sends it
+    requests and reads its log (tests/test_serve_socket.py, tests/server/test_socket.py, test_memory.py,
+    test_schemathesis.py): each start loads ONNX Runtime and the model."""
+    with ServerProcess(digits_dir) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -8,15 +8,6 @@ import sys
 
 import httpx
 import numpy as np
-import pytest
-
-from tests.server_process import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def digits_server(digits_dir):
-    with ServerProcess(digits_dir) as server:
-        yield server
 
 
 def test_predict_single_and_instances(digits_server, digits_dir):

@@ -35,6 +35,9 @@ def only_issue(path: Path, profile: str | None = None) -> SpecIssue:
     return issues[0]
 
 
+# the message of a value outside a field's pattern (its hint says in words what the field takes)
+PATTERN_MISMATCH = "not a value this field takes"
+
 # (spec text after MINIMAL's model: line, the issue's path, its line, a word of its message)
 CASES = {
     "alias bomb": (BOMB, "model.options.l6[0]", 11, "every alias expanded"),
@@ -60,47 +63,47 @@ CASES = {
         'image: {base: "python:3.11-slim\\nRUN curl https://example.com/x | sh"}\n',
         "image.base",
         4,
-        "pattern",
+        PATTERN_MISMATCH,
     ),
-    "base image with a variable": ("image: {base: '${BASE}'}\n", "image.base", 4, "pattern"),
-    "repository with a space": ("image: {repository: 'a b'}\n", "image.repository", 4, "pattern"),
+    "base image with a variable": ("image: {base: '${BASE}'}\n", "image.base", 4, PATTERN_MISMATCH),
+    "repository with a space": ("image: {repository: 'a b'}\n", "image.repository", 4, PATTERN_MISMATCH),
     "shell in a system package": (
         "python:\n  system_packages: [curl, 'libgomp1; rm -rf /']\n",
         "python.system_packages[1]",
         5,
-        "pattern",
+        PATTERN_MISMATCH,
     ),
     "option as a system package": (
         "python: {system_packages: [--allow-unauthenticated]}\n",
         "python.system_packages[0]",
         4,
-        "pattern",
+        PATTERN_MISMATCH,
     ),
     "pip option as a requirement": (
         "python: {requirements: ['--index-url http://example.com/simple']}\n",
         "python.requirements[0]",
         4,
-        "pattern",
+        PATTERN_MISMATCH,
     ),
     "newline in a requirement": (
         "python: {requirements: ['numpy\\n-r /etc/passwd']}\n",
         "python.requirements[0]",
         4,
-        "pattern",
+        PATTERN_MISMATCH,
     ),
     "environment name": ("train: {env: {'A B': x}}\n", "train.env.A B", 4, "the key"),
-    "NUL in an environment value": ('train: {env: {A: "x\\0y"}}\n', "train.env.A", 4, "pattern"),
+    "NUL in an environment value": ('train: {env: {A: "x\\0y"}}\n', "train.env.A", 4, PATTERN_MISMATCH),
     "label value": (
         "kubernetes: {monitoring: {labels: {release: 'prom etheus'}}}\n",
         "kubernetes.monitoring.labels.release",
         4,
-        "pattern",
+        PATTERN_MISMATCH,
     ),
     "pull secret": (
         "kubernetes: {image_pull_secrets: ['a b']}\n",
         "kubernetes.image_pull_secrets[0]",
         4,
-        "pattern",
+        PATTERN_MISMATCH,
     ),
     "node selector": (
         "kubernetes: {gpu: {node_selector: {'bad key!': 'true'}}}\n",
@@ -113,7 +116,7 @@ CASES = {
         'scaling: {prometheus_url: "http://p:9090\\nx"}\n',
         "scaling.prometheus_url",
         4,
-        "pattern",
+        PATTERN_MISMATCH,
     ),
     "output dir outside": ("train: {output_dir: ../elsewhere}\n", "train.output_dir", 4, "outside"),
     "example file outside": ("examples: [{file: ../secret.json}]\n", "examples[0].file", 4, "outside"),

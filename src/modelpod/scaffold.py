@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from modelpod.errors import ModelLoadError, SpecError, SpecIssue
+from modelpod.errors import MissingDependencyError, SpecError, SpecIssue
 from modelpod.runtimes import load_runtime, sample_batch
+from modelpod.runtimes.base import SignatureUnknownError
 from modelpod.signature import Signature, TensorSpec
 from modelpod.spec.formats import detect_format
+from modelpod.spec.load import PLACEHOLDER_MARK
 from modelpod.spec.model import FORMATS
 from modelpod.spec.resolved import ResolvedModel
 
@@ -27,6 +29,7 @@ class InitResult:
     format: str
     signature_detected: bool
     note: str | None  # why the signature could not be read, when it could not
+    remarks: tuple[str, ...] = ()  # how the model will be served, where that is not what one would expect
 
 
 def init_spec(
@@ -63,11 +66,11 @@ def init_spec(
                 )
             ]
         )
-    signature, note = _read_signature(model_path, fmt)
+    signature, note, remarks = _read_signature(model_path, fmt)
     shown = model_path.relative_to(spec_dir).as_posix()  # relative: the project can move as a whole
-    text = render_spec(name or default_name(model_path), shown, fmt, signature, note)
+    text = render_spec(name or default_name(model_path), shown, fmt, signature, note, remarks)
     output.write_text(text, encoding="utf-8")
-    return InitResult(output, fmt, note is None, note)
+    return InitResult(output, fmt, note is None, note, remarks)
 
 
 def default_name(model_path: Path) -> str:
@@ -76,22 +79,39 @@ def default_name(model_path: Path) -> str:
     return name or "model"
 
 
-def _read_signature(model_path: Path, fmt: str) -> tuple[Signature, str | None]:
+def _read_signature(model_path: Path, fmt: str) -> tuple[Signature, str | None, tuple[str, ...]]:
+    """The model's signature, read by loading it; a placeholder and the reason when the model loads but
+    does not describe itself (TorchScript), or its framework is not installed here. Any other load
+    error (a file that cannot be served, such as a pickled state_dict) ends init with its message."""
     model = ResolvedModel(
         path=model_path, format=fmt, class_name=None, signature=None, options={}, code_dir=model_path.parent
     )
     try:
         runtime = load_runtime(model, threads=1)
-    except ModelLoadError as exc:
+    except (SignatureUnknownError, MissingDependencyError) as exc:
         placeholder = Signature(
             inputs=(TensorSpec(name="input", dtype="float32", shape=(-1,)),),
             outputs=(TensorSpec(name="output", dtype="float32", shape=(-1,)),),
         )
-        return placeholder, exc.message
-    return runtime.signature, None
+        return placeholder, str(exc).replace("\n  Hint: ", "; "), ()
+    remarks = []
+    fixed = getattr(runtime, "fixed_batch_size", None)
+    if fixed is not None and fixed > 1:
+        remarks.append(
+            f"the graph fixes its batch size at {fixed}: requests run in batches of {fixed}, the last one "
+            "padded (export with a dynamic batch dimension to run any number at once)"
+        )
+    return runtime.signature, None, tuple(remarks)
 
 
-def render_spec(name: str, rel_path: str, fmt: str, signature: Signature, note: str | None) -> str:
+def render_spec(
+    name: str,
+    rel_path: str,
+    fmt: str,
+    signature: Signature,
+    note: str | None,
+    remarks: tuple[str, ...] = (),
+) -> str:
     def flow(data: object) -> str:
         return yaml.safe_dump(data, default_flow_style=True, sort_keys=False, width=10_000).strip()
 
@@ -101,11 +121,13 @@ def render_spec(name: str, rel_path: str, fmt: str, signature: Signature, note: 
         )
 
     signature_comment = (
-        f"  # TODO: declare the real signature; it could not be read from the model ({note})"
+        f"  # {PLACEHOLDER_MARK}: declare the real signature, then delete this line; it could not be read "
+        f"from the model ({note})"
         if note
         else "  # read from the model; shapes are per item, without the batch dimension; -1 is any size"
     )
-    example = _example_block(signature)
+    signature_comment += "".join(f"\n  # note: {remark}" for remark in remarks)
+    example = _example_block(signature) if note is None else _NO_EXAMPLE
     return f"""\
 # modelpod.yaml for {name}, written by `modelpod init`.
 # `modelpod validate` checks it; `modelpod schema` prints every key with its description.
@@ -148,10 +170,13 @@ kubernetes:
 """
 
 
+_NO_EXAMPLE = "# examples: requests with expected outputs, used by smoke tests (see `modelpod schema`)\n"
+
+
 def _example_block(signature: Signature) -> str:
     batch = sample_batch(signature, size=1)
     if sum(int(np.prod(a.shape)) for a in batch.values()) > _MAX_EXAMPLE_VALUES:
-        return "# examples: requests with expected outputs, used by smoke tests (see `modelpod schema`)\n"
+        return _NO_EXAMPLE
     # JSON is valid YAML and keeps each input on one line
     lines = "\n".join(
         f"      {json.dumps(name)}: {json.dumps(np.asarray(array[0]).tolist())}"

@@ -288,13 +288,16 @@ def _strings(name: str, array: np.ndarray) -> np.ndarray:
         if isinstance(item, bytes):
             flat[i] = item.decode("utf-8", errors="replace")
         elif not isinstance(item, str):
-            raise InputError(name, "wrong dtype", expected="strings", got=type(item).__name__)
+            raise InputError(name, "wrong dtype", expected="strings", got=_describe_kind(array))
     return array
 
 
 def _describe_kind(array: np.ndarray) -> str:
     kinds = {"f": "floating-point numbers", "i": "integers", "u": "integers", "b": "booleans", "c": "complex"}
-    return kinds.get(array.dtype.kind, "strings or mixed values")
+    if array.dtype.kind == "O":  # Python objects: name what they are, e.g. null for None
+        found = {type(item) for item in array.reshape(-1)[:1000]} - {str, bytes}
+        return " and ".join(sorted(_JSON_KINDS.get(kind, kind.__name__) for kind in found)) or "strings"
+    return kinds.get(array.dtype.kind, "strings")
 
 
 class Signature(BaseModel):

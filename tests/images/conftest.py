@@ -1,9 +1,10 @@
-"""Fixtures for the image tests: a real container engine (from ../shared/ci/engine-up), copies of the
-examples in temporary directories, and each example image built once per session.
+"""Fixtures for the image tests: a real container engine, copies of the examples in temporary
+directories, and each example image built once per session.
 
 The engine, registry and base image come from ENGINE_UP_DOCKER, ENGINE_UP_REGISTRY and
-ENGINE_UP_BASE_IMAGE (`eval "$(bash ../shared/ci/engine-up)"` prints them); without a reachable engine
-the image tests skip on a developer machine and fail in CI (tests/tools.py `require`).
+ENGINE_UP_BASE_IMAGE: export them after starting a Docker engine and a registry (README.md says how;
+CI's .ci/run has a script print them). Without a reachable engine the image tests skip on a developer
+machine and fail in CI (tests/tools.py `require`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ from modelpod.spec import load_spec
 from tests.tools import require
 
 DEFAULT_BASE = "python:3.11-slim"
+# how to get what the image tests need, from a clone (the skip reasons say it)
+HOW_TO_GET_AN_ENGINE = (
+    "start a Docker engine (with BuildKit) and export ENGINE_UP_DOCKER=$(command -v docker); "
+    "README.md, 'The two commands', says how to run the image tests"
+)
+HOW_TO_GET_A_REGISTRY = "run an OCI registry and export ENGINE_UP_REGISTRY=HOST:PORT (README.md)"
 WHEELHOUSE = Path("/opt/wheels")  # where this machine keeps the CPU torch wheel the minilm image needs
+HOW_TO_GET_TORCH_CPU = (
+    f"put torch's CPU wheel in {WHEELHOUSE}: pip download --no-deps -d {WHEELHOUSE} torch==2.13.0+cpu"
+)
 
 
 def docker_path() -> str:
@@ -40,9 +50,7 @@ def engine() -> Engine:
     except EngineError as exc:
         connected = None
         reason = str(exc)
-    require(
-        connected is not None, "a docker engine", f'run `eval "$(bash ../shared/ci/engine-up)"` ({reason})'
-    )
+    require(connected is not None, "a docker engine", f"{HOW_TO_GET_AN_ENGINE} ({reason})")
     assert connected is not None
     return connected
 
@@ -50,7 +58,7 @@ def engine() -> Engine:
 @pytest.fixture(scope="session")
 def registry() -> str:
     address = os.environ.get("ENGINE_UP_REGISTRY", "")
-    require(bool(address), "a local OCI registry", "ENGINE_UP_REGISTRY is printed by ../shared/ci/engine-up")
+    require(bool(address), "a local OCI registry", HOW_TO_GET_A_REGISTRY)
     return address
 
 
@@ -115,7 +123,7 @@ def minilm_image(
     minilm_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, BuildResult, QuietReporter]:
-    require(WHEELHOUSE.is_dir(), "the CPU torch wheelhouse", f"{WHEELHOUSE} holds torch's CPU wheel here")
+    require(WHEELHOUSE.is_dir(), "the CPU torch wheelhouse", HOW_TO_GET_TORCH_CPU)
     directory = copy_example(minilm_dir, tmp_path_factory.mktemp("images") / "minilm")
     return build_example(directory, "modelpod-test/minilm:buildkit", wheelhouse=WHEELHOUSE)
 
@@ -127,7 +135,7 @@ def smollm2_image(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, BuildResult, QuietReporter]:
     """SmolLM2 shares minilm's dependencies (the transformers extra): its build reuses that layer."""
-    require(WHEELHOUSE.is_dir(), "the CPU torch wheelhouse", f"{WHEELHOUSE} holds torch's CPU wheel here")
+    require(WHEELHOUSE.is_dir(), "the CPU torch wheelhouse", HOW_TO_GET_TORCH_CPU)
     directory = copy_example(smollm2_dir.parent, tmp_path_factory.mktemp("images") / "smollm2")
     return build_example(directory, "modelpod-test/smollm2:buildkit", wheelhouse=WHEELHOUSE)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from modelpod.build.errors import EngineNotFoundError, EngineUnreachableError
 from modelpod.build.layers import HistoryEntry, cache_report, group_sizes, parse_history
 from modelpod.build.pipeline import image_ref, repository_of
 from modelpod.build.runner import Result
-from tests.images.conftest import docker_path
+from tests.images.conftest import HOW_TO_GET_AN_ENGINE, docker_path
 from tests.tools import require
 
 CTX = Path("/ctx")
@@ -170,7 +171,7 @@ def test_buildkit_detection_follows_the_client(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_daemon_is_a_clear_error() -> None:
-    require(Path(docker_path()).is_file(), "the docker client", "run ../shared/ci/engine-up")
+    require(Path(docker_path()).is_file(), "the docker client", HOW_TO_GET_AN_ENGINE)
     environ = {**os.environ, "DOCKER_HOST": "unix:///nonexistent"}
     with pytest.raises(EngineUnreachableError) as caught:
         connect(docker_path(), environ=environ)
@@ -188,7 +189,7 @@ def test_an_unreachable_daemon_is_a_clear_error() -> None:
 def test_build_without_a_reachable_engine_exits_1_without_traceback(
     digits_dir: Path, tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    require(Path(docker_path()).is_file(), "the docker client", "run ../shared/ci/engine-up")
+    require(Path(docker_path()).is_file(), "the docker client", HOW_TO_GET_AN_ENGINE)
     digits_dir = Path(
         shutil.copytree(digits_dir, tmp_path / "digits", ignore=shutil.ignore_patterns(".modelpod"))
     )
@@ -301,12 +302,10 @@ def test_doctor_gpu_and_buildkit_findings(tmp_path: Path) -> None:
 
 
 def test_doctor_against_the_real_engine(tmp_path: Path) -> None:
-    require(Path(docker_path()).is_file(), "the docker client", "run ../shared/ci/engine-up")
+    require(Path(docker_path()).is_file(), "the docker client", HOW_TO_GET_AN_ENGINE)
     registry = os.environ.get("ENGINE_UP_REGISTRY")
     findings = {f.check: f for f in run_checks(engine=docker_path(), registry=registry)}
-    require(
-        findings["container engine"].status == "ok", "a reachable docker engine", "run ../shared/ci/engine-up"
-    )
+    require(findings["container engine"].status == "ok", "a reachable docker engine", HOW_TO_GET_AN_ENGINE)
     assert findings["BuildKit"].status == "ok"
     assert findings["registry credentials"].status in ("ok", "warn")  # a local registry needs no login
     broken = run_checks(
@@ -328,3 +327,25 @@ def test_doctor_against_the_real_engine(tmp_path: Path) -> None:
     assert "container engine" in result.stdout
     assert "fail" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_run_with_nothing_built_says_so_and_how_to_build(engine: Engine, tmp_path: Path) -> None:
+    """The spec's default image was never built: no `docker run` that would try a registry of that
+    name (and print its DNS errors), but one line naming the image and `modelpod build`."""
+    project = tmp_path / "never-built"
+    project.mkdir()
+    (project / "model.onnx").write_bytes(b"")
+    name = f"modelpod-never-built-{secrets.token_hex(4)}"
+    (project / "modelpod.yaml").write_text(f"name: {name}\nmodel: {{path: model.onnx}}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "modelpod", "run", str(project), "--engine", engine.executable],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"there is no image {name}:latest to run" in result.stderr
+    assert f"build one with `modelpod build {project}`" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pull" not in result.stderr.lower()

@@ -213,3 +213,56 @@ def test_declared_input_that_disagrees_is_refused(text_classifier_dir, resolve):
 def test_warmup(embedding_runtime, classification_runtime):
     assert embedding_runtime.warmup() is None
     assert classification_runtime.warmup() is None
+
+
+def test_a_text_classifier_is_not_offered_as_an_embedding_model(text_classifier_dir):
+    """Its signature is text in, vector out, like an embedding model's; its probabilities are no
+    embedding, so /v1/embeddings is refused with the endpoint to use, and OpenAPI does not list it."""
+    import asyncio
+
+    from tests.server.test_app import serving
+
+    from modelpod.spec import load_spec
+
+    spec_path = text_classifier_dir.parent / "modelpod.yaml"
+    spec_path.write_text(f"name: sentiment\nmodel: {{path: {text_classifier_dir.name}}}\n")
+
+    async def ask() -> tuple[int, dict, dict, int]:
+        async with serving(load_spec(spec_path)) as client:
+            refused = await client.post("/v1/embeddings", json={"input": "great"})
+            document = (await client.get("/openapi.json")).json()
+            predicted = await client.post("/predict", json={"inputs": {"text": "great"}})
+        return refused.status_code, refused.json(), document, predicted.status_code
+
+    status, body, document, predicted = asyncio.run(ask())
+    assert status == 404
+    assert body["error"]["message"] == (
+        "model sentiment is a text-classification model: /v1/embeddings serves embedding models only; "
+        "use POST /predict or POST /v2/models/sentiment/infer"
+    )
+    assert "/v1/embeddings" not in document["paths"]
+    assert "/predict" in document["paths"]
+    assert predicted == 200
+
+
+def test_a_sentence_encoder_is_offered_as_an_embedding_model(minilm_dir):
+    from modelpod.server.openai_api import embedding_io, model_task
+    from modelpod.server.openapi import build_openapi
+    from modelpod.spec import load_spec
+
+    spec = load_spec(minilm_dir)
+    runtime = load_runtime(spec.model)
+    task = model_task(runtime, spec.model.options)
+    assert task == "embeddings"
+    assert embedding_io(runtime.signature, task) == ("text", "embedding")
+    assert "/v1/embeddings" in build_openapi(spec.name, runtime.signature, task=task)["paths"]
+
+
+def test_transformers_logs_through_the_root_logger_once_loaded(embedding_runtime):
+    """The server's JSON handler sits on the root logger: transformers' own plain-text stderr handler
+    would bypass it."""
+    import logging
+
+    library = logging.getLogger("transformers")
+    assert library.propagate
+    assert not [h for h in library.handlers if type(h) is logging.StreamHandler]  # pytest adds its own

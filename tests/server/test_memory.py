@@ -17,7 +17,6 @@ import pytest
 
 from modelpod.server.limits import RequestLimits
 from modelpod.spec import load_spec
-from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 
@@ -51,12 +50,6 @@ def largest_requests(limits: RequestLimits) -> Iterator[tuple[str, str, bytes, i
     zeros = head + b"0," * ((size - len(head) - 6) // 2)
     zeros = zeros[:-1] + b"]}]}"
     yield "v2, 131070 items of zeros", "/v2/models/digits/infer", zeros + b" " * (size - len(zeros)), 413
-
-
-@pytest.fixture(scope="module")
-def digits_server(digits_dir) -> Iterator[ServerProcess]:
-    with ServerProcess(digits_dir) as server:
-        yield server
 
 
 def test_the_largest_requests_stay_within_4x_their_body_and_health_answers_within_100ms(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import pytest
 
 from modelpod.server.app import create_app
 from modelpod.spec import load_spec
@@ -48,12 +47,9 @@ def documented_routes(url: str) -> set[tuple[str, str]]:
     return {(method.upper(), path) for path, item in document["paths"].items() for method in item}
 
 
-def check_document_matches_routes(project: Path) -> None:
-    routes = app_routes(project)
-    name = load_spec(project).name
-    with ServerProcess(project) as server:
-        served = served_routes(server.url, name, routes)
-        documented = documented_routes(server.url)
+def check_document_matches_routes(project: Path, url: str) -> None:
+    served = served_routes(url, load_spec(project).name, app_routes(project))
+    documented = documented_routes(url)
     assert documented == served, (
         f"documented, not served: {sorted(documented - served)}; served, not documented: "
         f"{sorted(served - documented)}"
@@ -61,7 +57,10 @@ def check_document_matches_routes(project: Path) -> None:
     assert ("POST", "/predict") in served  # the check saw real routes, not an empty app
 
 
-@pytest.mark.parametrize("example", ["digits", "echo"])
-def test_openapi_paths_are_the_served_routes(example, digits_dir):
-    project = digits_dir if example == "digits" else ECHO_DIR
-    check_document_matches_routes(project)
+def test_openapi_paths_are_the_served_routes_of_a_classifier(digits_dir, digits_server):
+    check_document_matches_routes(digits_dir, digits_server.url)
+
+
+def test_openapi_paths_are_the_served_routes_of_a_custom_model():
+    with ServerProcess(ECHO_DIR) as server:
+        check_document_matches_routes(ECHO_DIR, server.url)

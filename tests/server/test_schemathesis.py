@@ -15,59 +15,56 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.server_process import ServerProcess
-
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 17
 MAX_EXAMPLES = 400  # per operation: about 1,500 requests in about 30 s here
 
 
-def test_schemathesis_finds_nothing_in_1000_requests(digits_dir, tmp_path):
+def test_schemathesis_finds_nothing_in_1000_requests(digits_server, tmp_path):
     report = tmp_path / "report.json"
-    with ServerProcess(digits_dir) as server:
-        env = {
-            **os.environ,
-            "SCHEMATHESIS_HOOKS": "tests.server.schemathesis_hooks",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        }
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "schemathesis.cli",
-                "run",
-                f"{server.url}/openapi.json",
-                "--checks",
-                "all",
-                "--exclude-checks",
-                "not_a_server_error",  # replaced by documented_server_errors (schemathesis_hooks.py)
-                # the `/versions/1` forms of the v2 model routes run the same handlers as the plain ones
-                "--exclude-path-regex",
-                "/versions/",
-                "--max-examples",
-                str(MAX_EXAMPLES),
-                "--seed",
-                str(SEED),
-                "--workers",
-                "1",
-                "--generation-database",
-                "none",
-                "--request-timeout",
-                "30",
-                "--no-color",
-                "--report",
-                "json",
-                "--report-json-path",
-                str(report),
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    output = f"{run.stdout[-8000:]}\n{run.stderr[-4000:]}\n--- server log ---\n{server.log[-3000:]}"
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.server.schemathesis_hooks",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{digits_server.url}/openapi.json",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "not_a_server_error",  # replaced by documented_server_errors (schemathesis_hooks.py)
+            # the `/versions/1` forms of the v2 model routes run the same handlers as the plain ones
+            "--exclude-path-regex",
+            "/versions/",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--seed",
+            str(SEED),
+            "--workers",
+            "1",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "30",
+            "--no-color",
+            "--report",
+            "json",
+            "--report-json-path",
+            str(report),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = f"{run.stdout[-8000:]}\n{run.stderr[-4000:]}\n--- server log ---\n{digits_server.log[-3000:]}"
     assert run.returncode == 0, output
     summary = json.loads(report.read_text())
     assert summary["operations"]["tested"] == 9, output

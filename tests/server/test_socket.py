@@ -35,12 +35,6 @@ def metrics_show(server: ServerProcess, *lines: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def digits_server(digits_dir):
-    with ServerProcess(digits_dir) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def minilm_server(minilm_dir):
     with ServerProcess(minilm_dir) as server:
         yield server
@@ -165,7 +159,10 @@ def test_the_model_threads_are_pinned_one_to_each_cpu_when_they_fill_the_cpus(mi
 def test_embeddings_refused_for_a_non_text_model(digits_server):
     response = httpx.post(f"{digits_server.url}/v1/embeddings", json={"input": "x"}, timeout=WAIT)
     assert response.status_code == 404
-    assert response.json()["error"]["message"] == "model digits does not map text to embeddings; use /predict"
+    assert response.json()["error"]["message"] == (
+        "model digits is not an embedding model: /v1/embeddings serves embedding models only; "
+        "use POST /predict or POST /v2/models/digits/infer"
+    )
 
 
 def test_chunked_body_over_the_limit_is_413(echo_project):

@@ -267,6 +267,19 @@ class RunOptions:
     stop_grace_s: int | None = None
 
 
+def require_built_image(engine: Engine, image: str, spec: Spec) -> None:
+    """Raise EngineError when `image`, the spec's default image, is not in the engine's local store:
+    run would otherwise try to pull it from a registry named like it and print the engine's DNS errors."""
+    found = engine.runner.run(
+        inspect_argv(engine, image, "{{.Id}}", image=True), timeout=engine.timeout_s, env=engine.env()
+    )
+    if not found.ok:
+        raise EngineError(
+            f"there is no image {image} to run: nothing was built from {spec.source} with this engine",
+            hint=f"build one with `modelpod build {spec.root}`, or pass --image REF",
+        )
+
+
 def run_image(engine: Engine, image: str, spec: Spec, options: RunOptions, reporter: Reporter) -> int:
     """Run the image until it exits or Ctrl-C (then SIGTERM and a drain); returns its exit code."""
     port = options.port if options.port is not None else spec.server.port

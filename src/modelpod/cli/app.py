@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -15,6 +15,16 @@ from typer.core import TyperGroup
 
 from modelpod import __version__
 from modelpod.errors import ModelpodError, SpecError
+
+# The commands that need an optional extra beyond `cli`, and which (the README's table lists the same).
+# A command whose extra is missing stops with one line naming the extra instead of an ImportError.
+# The frameworks of `init`, `predict` and `serve` are named by their runtimes (MissingDependencyError).
+COMMAND_EXTRAS: dict[str, str] = {
+    **dict.fromkeys(("build", "run", "push", "doctor"), "build"),
+    **dict.fromkeys(
+        ("deploy", "status", "logs", "history", "rollback", "scale", "delete", "train"), "cluster"
+    ),
+}
 
 
 class _Commands(TyperGroup):
@@ -31,6 +41,36 @@ class _Commands(TyperGroup):
         except ModelpodError as exc:
             print_error(exc)
             raise typer.Exit(1) from None
+        except ModuleNotFoundError as exc:
+            extra = COMMAND_EXTRAS.get(ctx.invoked_subcommand or "")
+            if extra is None or not exc.name:
+                raise
+            print_error(
+                ModelpodError(
+                    f"`modelpod {ctx.invoked_subcommand}` needs the Python package {exc.name!r}, "
+                    "which is not installed",
+                    hint=f"pip install 'modelpod[{extra}]' (from a clone: pip install '.[{extra}]')",
+                )
+            )
+            raise typer.Exit(1) from None
+
+    # Typer's rich help shows the type of every option, and `<bool>` beside a flag, which takes no
+    # value. An empty metavar hides it.
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _without_flag_types(command.get_params(ctx))
+        return command
+
+
+def _without_flag_types(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
 
 
 app = typer.Typer(
@@ -45,6 +85,14 @@ app = typer.Typer(
 # soft_wrap: long messages and paths stay on one line when the output is not a terminal
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+# the formats `init --format` takes: spec/model.py's Format, which `modelpod --help` must not import
+# (it imports numpy); tests/test_cli.py checks that the two agree
+ModelFormat = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "custom"]
+PortOption = Annotated[
+    int | None,
+    typer.Option(min=0, max=65535, help="Port; default from the spec (8080); 0 picks a free one."),
+]
 
 SpecPath = Annotated[Path, typer.Argument(help="modelpod.yaml, or the directory holding it.")]
 ProfileOption = Annotated[
@@ -95,7 +143,7 @@ def init(
         str | None, typer.Option(help="Deployment name; default: from the model file name.")
     ] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="Model format, when it cannot be detected.")
+        ModelFormat | None, typer.Option("--format", help="Model format, when it cannot be detected.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing spec.")] = False,
 ) -> None:
@@ -104,8 +152,13 @@ def init(
 
     result = init_spec(model, output=output, name=name, fmt=fmt, force=force)
     out.print(f"wrote {escape(str(result.path))} ({result.format} model)")
+    for remark in result.remarks:
+        err.print(f"[yellow]note:[/] {escape(remark)}")
     if not result.signature_detected:
-        err.print(f"[yellow]note:[/] declare model.signature by hand: {escape(result.note or '')}")
+        err.print(
+            "[yellow]note:[/] declare model.signature by hand (`modelpod validate` refuses the spec until "
+            f"then): {escape(result.note or '')}"
+        )
 
 
 @app.command()
@@ -146,9 +199,7 @@ def serve(
     host: Annotated[
         str | None, typer.Option(help="Address to bind; default from the spec (127.0.0.1).")
     ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="Port; default from the spec (8080); 0 picks a free one.")
-    ] = None,
+    port: PortOption = None,
 ) -> None:
     """Serve the model locally (no Docker or Kubernetes needed)."""
     from modelpod.server.stop_signal import exit_on_sigterm
@@ -197,7 +248,13 @@ def predict(
 
 
 def _read_inputs(value: str) -> dict[str, Any]:
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise typer.BadParameter(f"cannot read {value[1:]}: {reason}", param_hint="--input") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
+from modelpod.cli.app import PortOption, ProfileOption, SpecPath, app, err, out
 
 if TYPE_CHECKING:
     from modelpod.build.engine import Engine
@@ -191,21 +191,24 @@ def run_command(
     profile: ProfileOption = None,
     image: Annotated[str | None, typer.Option(help="Image reference; default: the last build.")] = None,
     engine: EngineOption = None,
-    port: Annotated[int | None, typer.Option(help="Port; default: the spec's; 0 picks a free one.")] = None,
+    port: PortOption = None,
     network: Annotated[str, typer.Option(help="Container network.")] = "host",
     env: EnvOption = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for ready.")] = 120.0,
 ) -> None:
     """Run the built image locally (hardened: read-only, no capabilities, uid 10001); Ctrl-C stops it."""
-    from modelpod.build.pipeline import RunOptions, run_image
+    from modelpod.build.pipeline import RunOptions, require_built_image, run_image
     from modelpod.spec import load_spec
 
     resolved = load_spec(spec, profile, require_model=False)
     connected = connect_engine(engine)
     variables = {k: v or "" for k, v in _pairs(env, "--env", allow_bare=False).items()}
     options = RunOptions(port=port, network=network, env=variables, ready_timeout_s=ready_timeout)
+    ref = _image_for(resolved, image)
+    if image is None:  # an image named with --image may be pulled; the default must have been built
+        require_built_image(connected, ref, resolved)
     with _sigterm_as_ctrl_c():
-        code = run_image(connected, _image_for(resolved, image), resolved, options, _RunReporter())
+        code = run_image(connected, ref, resolved, options, _RunReporter())
     raise typer.Exit(code)
 
 

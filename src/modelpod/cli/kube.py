@@ -15,14 +15,15 @@ RenderFormat = Literal["yaml", "kustomize", "kserve"]
 
 @app.command()
 def render(
-    spec: SpecPath = Path(),
-    profile: ProfileOption = None,
+    # first: a required option, it comes before the parameters with defaults
     image: Annotated[
         str,
         typer.Option("--image", help="Image by digest, REPOSITORY@sha256:... (as `modelpod push` prints)."),
-    ] = "",
+    ],
+    spec: SpecPath = Path(),
+    profile: ProfileOption = None,
     fmt: Annotated[
-        str,
+        RenderFormat,
         typer.Option(
             "--format", help="yaml: plain manifests; kustomize: base + overlays; kserve: an InferenceService."
         ),
@@ -38,15 +39,11 @@ def render(
     """Render Kubernetes manifests for the spec (pure: reads no cluster)."""
     from modelpod.deploy.render import RenderError, parse_image
 
-    if fmt not in ("yaml", "kustomize", "kserve"):
-        raise typer.BadParameter(f"{fmt!r} is not one of yaml, kustomize, kserve", param_hint="--format")
-    if not image:
-        raise typer.BadParameter("required: the image to run, REPOSITORY@sha256:...", param_hint="--image")
     try:
         parse_image(image, allow_tag=allow_tag)
     except RenderError as exc:
         raise typer.BadParameter(str(exc), param_hint="--image") from None
-    files = _render_files(spec, profile, image, fmt, allow_tag)  # type: ignore[arg-type]
+    files = _render_files(spec, profile, image, fmt, allow_tag)
     if output is None:
         if fmt == "kustomize":
             raise typer.BadParameter("kustomize output is a directory tree", param_hint="--output")

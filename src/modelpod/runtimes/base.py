@@ -56,6 +56,10 @@ class Runtime(Protocol):
 class BaseRuntime:
     """Convenience base: stores the signature and warms up with a batch of zeros."""
 
+    # what the model does, where the runtime knows it: "embeddings" (a sentence encoder, which the server
+    # offers at POST /v1/embeddings), "text-classification"; None for a tensor-to-tensor model
+    task: str | None = None
+
     def __init__(self, signature: Signature) -> None:
         self._signature = signature
 
@@ -95,11 +99,16 @@ def require(module: str, *, runtime: str, extra: str, package: str | None = None
         raise MissingDependencyError(runtime, package or module, extra) from None
 
 
+class SignatureUnknownError(ModelLoadError):
+    """The model loaded, but neither it nor the spec says what its inputs and outputs are (TorchScript,
+    a custom class): `modelpod init` then writes a placeholder signature to fill in."""
+
+
 def reconcile(declared: Signature | None, detected: Signature | None, *, fmt: str) -> Signature:
     """The signature to serve: the declared one checked against what the model says, else the detected one."""
     if declared is None:
         if detected is None:
-            raise ModelLoadError(
+            raise SignatureUnknownError(
                 f"the {fmt} model does not describe its inputs and outputs",
                 hint="declare model.signature: its inputs and outputs, each with name, dtype and shape",
             )

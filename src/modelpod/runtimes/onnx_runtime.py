@@ -1,7 +1,9 @@
 """ONNX models on ONNX Runtime.
 
 Options (model.options): `providers` (list, default: what ONNX Runtime offers, CUDA first when present).
-A graph exported with a fixed batch dimension of 1 is run one item at a time.
+A graph exported with a fixed batch dimension (say 2) is run in batches of exactly that size, the last
+one padded with copies of its last row whose outputs are dropped. ONNX Runtime's own log (the C++
+logger, which writes coloured text to stderr, outside the JSON log) is limited to errors.
 """
 
 from __future__ import annotations
@@ -32,19 +34,34 @@ _ORT_DTYPES = {
 }
 
 
+# ONNX Runtime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+_ORT_ERRORS_ONLY = 3
+
+
 class OnnxRuntime(BaseRuntime):
-    def __init__(self, session: Any, signature: Signature, *, one_at_a_time: bool) -> None:
+    def __init__(self, session: Any, signature: Signature, *, fixed_batch_size: int | None) -> None:
         super().__init__(signature)
         self._session = session
-        self._one_at_a_time = one_at_a_time
+        self.fixed_batch_size = fixed_batch_size  # the batch size the graph fixes, if it fixes one
         self._output_names = [t.name for t in signature.outputs]
 
     def predict(self, batch: Batch) -> Batch:
-        if self._one_at_a_time:
-            size = len(next(iter(batch.values())))
-            rows = [self._run({k: v[i : i + 1] for k, v in batch.items()}) for i in range(size)]
-            return {name: np.concatenate([r[name] for r in rows]) for name in self._output_names}
-        return self._run(batch)
+        step = self.fixed_batch_size
+        if step is None:
+            return self._run(batch)
+        size = len(next(iter(batch.values())))
+        chunks = [
+            self._run_padded({k: v[i : i + step] for k, v in batch.items()}, step)
+            for i in range(0, size, step)
+        ]
+        return {name: np.concatenate([c[name] for c in chunks]) for name in self._output_names}
+
+    def _run_padded(self, feeds: Batch, size: int) -> Batch:
+        """Run fewer rows than `size`, the batch size the graph fixes, padded with copies of the last."""
+        rows = len(next(iter(feeds.values())))
+        if rows < size:
+            feeds = {k: np.concatenate([v, np.repeat(v[-1:], size - rows, axis=0)]) for k, v in feeds.items()}
+        return {name: values[:rows] for name, values in self._run(feeds).items()}
 
     def _run(self, feeds: Batch) -> Batch:
         results = self._session.run(self._output_names, feeds)
@@ -53,7 +70,9 @@ class OnnxRuntime(BaseRuntime):
 
 def load(model: ResolvedModel, *, threads: int) -> OnnxRuntime:
     ort = require("onnxruntime", runtime="ONNX", extra="onnx")
+    ort.set_default_logger_severity(_ORT_ERRORS_ONLY)
     options = ort.SessionOptions()
+    options.log_severity_level = _ORT_ERRORS_ONLY
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -71,12 +90,22 @@ def load(model: ResolvedModel, *, threads: int) -> OnnxRuntime:
     inputs = [_tensor(arg) for arg in session.get_inputs()]
     outputs = [_tensor(arg) for arg in session.get_outputs()]
     detected = Signature(inputs=tuple(t for t, _ in inputs), outputs=tuple(t for t, _ in outputs))
-    fixed_batch = {batch for _, batch in inputs}
     return OnnxRuntime(
         session,
         reconcile(model.signature, detected, fmt="ONNX"),
-        one_at_a_time=fixed_batch == {1},
+        fixed_batch_size=_fixed_batch_size(model, {batch for _, batch in inputs}),
     )
+
+
+def _fixed_batch_size(model: ResolvedModel, sizes: set[int | None]) -> int | None:
+    """The one batch size the graph's inputs fix, or None when every input takes any batch size."""
+    fixed = sorted(size for size in sizes if size is not None)
+    if len(set(fixed)) > 1:
+        raise ModelLoadError(
+            f"the inputs of {model.path} fix different batch sizes {fixed}: no batch fits them all",
+            hint="export the model with a dynamic batch dimension (dynamic_axes / dynamic_shapes)",
+        )
+    return fixed[0] if fixed else None
 
 
 def _tensor(arg: Any) -> tuple[TensorSpec, int | None]:

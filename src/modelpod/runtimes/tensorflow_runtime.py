@@ -5,6 +5,7 @@ Options: `signature` (the SavedModel signature key, default "serving_default").
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,8 @@ def _from_tf(array: np.ndarray) -> np.ndarray:
 
 
 def load(model: ResolvedModel, *, threads: int) -> TensorflowRuntime:
+    # TensorFlow's C++ log writes plain text to stderr, outside the server's JSON lines: errors only
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf = require("tensorflow", runtime="TensorFlow", extra="tensorflow")
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -55,7 +55,14 @@ class TorchRuntime(BaseRuntime):
             torch.from_numpy(np.ascontiguousarray(batch[name])).to(self._device) for name in self._input_names
         ]
         with torch.inference_mode():
-            result = self._module(*args)
+            try:
+                result = self._module(*args)
+            except RuntimeError as exc:  # TorchScript's are a page of its own traceback; the end says why
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                raise InferenceError(
+                    f"the model raised: {lines[-1] if lines else type(exc).__name__}",
+                    hint="check model.signature (names in the order the model takes them, dtypes, shapes)",
+                ) from exc
         return _name_outputs(result, self._output_names)
 
 
@@ -91,17 +98,45 @@ def load(model: ResolvedModel, *, threads: int) -> TorchRuntime:
             module.eval()
             detected = None
     except Exception as exc:
-        raise ModelLoadError(
-            f"PyTorch could not load {path}: {exc}",
-            hint="save with torch.export.save (.pt2) or torch.jit.save (TorchScript); "
-            "pickled modules are not loaded",
-        ) from exc
+        raise _not_servable(torch, path, exc) from exc
     module.to(device)
     kind = "torch.export (.pt2)" if path is not None and path.suffix == ".pt2" else "TorchScript"
     signature = reconcile(model.signature, detected, fmt=kind)
     input_names = [t.name for t in (detected or signature).inputs]
     output_names = [t.name for t in (detected or signature).outputs]
     return TorchRuntime(torch, module, signature, input_names, output_names, device)
+
+
+# how to save a model so that it can be served (docs/formats.md has the whole snippets)
+SAVE_HINT = (
+    "save the model itself, not a pickle: torch.export.save(torch.export.export(model, (example_input,)), "
+    '"model.pt2") records its inputs and outputs; or TorchScript, torch.jit.save(torch.jit.script(model), '
+    '"model.pt"), with model.signature declared in the spec (docs/formats.md)'
+)
+
+
+def _not_servable(torch: Any, path: Any, error: Exception) -> ModelLoadError:
+    """Why a file PyTorch cannot run as a program is not servable, saying what the file is when it is one
+    of torch.save's pickles: a state_dict (weights without the code that uses them) or a whole module
+    (which only loads beside the code that defined its class)."""
+    what = None
+    if path is not None and path.suffix != ".pt2":
+        try:  # weights_only: reads tensors and containers, never runs code from the file
+            content = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure only means it is no plain state_dict
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+                what = "a whole module pickled with torch.save(model)"
+        else:
+            if isinstance(content, dict):
+                what = (
+                    "a state_dict saved with torch.save(model.state_dict()): weights without the model's code"
+                )
+            else:
+                what = f"a {type(content).__name__} saved with torch.save"
+    if what is not None:
+        return ModelLoadError(f"{path} is {what}, which cannot be served", hint=SAVE_HINT)
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ModelLoadError(f"PyTorch could not load {path}: {first_line}", hint=SAVE_HINT)
 
 
 def _detect_exported(program: Any, output_names: Sequence[str] | None) -> Signature | None:

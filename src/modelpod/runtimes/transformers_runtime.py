@@ -33,6 +33,8 @@ _TEXT = TensorSpec(name="text", dtype="string", shape=())
 
 
 class EmbeddingRuntime(BaseRuntime):
+    task = "embeddings"
+
     def __init__(self, torch: Any, encoder: Any, signature: Signature, *, normalize: bool) -> None:
         super().__init__(signature)
         self._torch = torch
@@ -73,6 +75,8 @@ class EmbeddingRuntime(BaseRuntime):
 
 
 class ClassificationRuntime(BaseRuntime):
+    task = "text-classification"
+
     def __init__(
         self, torch: Any, tokenizer: Any, model: Any, signature: Signature, max_length: int | None
     ) -> None:
@@ -159,6 +163,7 @@ def load(model: ResolvedModel, *, threads: int) -> BaseRuntime:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # a server's log is no place for progress bars
     torch = require("torch", runtime="transformers", extra="transformers")
+    _log_through_root(require("transformers", runtime="transformers", extra="transformers"))
     torch.set_num_threads(threads)
     pin_torch_threads(torch, threads)
     path = model.path
@@ -188,6 +193,13 @@ def load(model: ResolvedModel, *, threads: int) -> BaseRuntime:
     except Exception as exc:
         raise ModelLoadError(f"could not load {path} for {task}: {exc}") from exc
     return runtime
+
+
+def _log_through_root(transformers: Any) -> None:
+    """transformers logs through a stderr handler of its own, in plain text; hand its records to the root
+    logger instead, which the server writes as JSON lines."""
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
 
 
 def _load_embeddings(

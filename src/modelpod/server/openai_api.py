@@ -1,14 +1,17 @@
 """OpenAI-compatible routes for embedding models: `POST /v1/embeddings`, `GET /v1/models`.
 
-Served when the signature is text in, vector out (one string input of shape [], one float output of
-shape [d]). Errors use OpenAI's shape, which its SDKs turn into exception messages. The SDK asks for
-base64 by default: float32 little-endian bytes, base64-encoded.
+Served for embedding models only: a sentence-transformers directory, or a model whose spec declares
+`model.options.task: embeddings`, with a signature of text in, vector out (one string input of shape [],
+one float output of shape [d]). A text classifier has the same signature, and its class probabilities are
+no embedding: it gets 404 naming /predict. Errors use OpenAI's shape, which its SDKs turn into exception
+messages. The SDK asks for base64 by default: float32 little-endian bytes, base64-encoded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,9 +29,15 @@ from modelpod.signature import Signature
 COUNT_IN_PLACE_CHARS = 2000
 
 
-def embedding_io(signature: Signature) -> tuple[str, str] | None:
-    """(input name, output name) when the model maps one text to one vector."""
-    if len(signature.inputs) != 1 or not signature.outputs:
+def model_task(runtime: object, options: Mapping[str, Any]) -> str | None:
+    """What the model does: as its runtime knows it, else as the spec declares (`model.options.task`)."""
+    task = getattr(runtime, "task", None) or options.get("task")
+    return str(task) if task else None
+
+
+def embedding_io(signature: Signature, task: str | None) -> tuple[str, str] | None:
+    """(input name, output name) when the model is an embedding model that maps one text to one vector."""
+    if task != "embeddings" or len(signature.inputs) != 1 or not signature.outputs:
         return None
     text = signature.inputs[0]
     vectors = [t for t in signature.outputs if t.dtype.startswith("float") and len(t.shape) == 1]
@@ -52,9 +61,15 @@ def inference_routes(state: ServerState) -> list[InferenceRoute]:
 
     async def embeddings(call: Call) -> Reply:
         predictor = state.loaded()
-        names = embedding_io(predictor.signature)
+        task = model_task(predictor.runtime, state.spec.model.options)
+        names = embedding_io(predictor.signature, task)
         if names is None:
-            raise ApiError(404, f"model {state.name} does not map text to embeddings; use /predict")
+            what = f"a {task} model" if task else "not an embedding model"
+            raise ApiError(
+                404,
+                f"model {state.name} is {what}: /v1/embeddings serves embedding models only; "
+                f"use POST /predict or POST /v2/models/{state.name}/infer",
+            )
         input_name, output_name = names
 
         def decode() -> tuple[list[str], str]:

@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from modelpod import __version__
-from modelpod.server.openai_api import embedding_io
+from modelpod.server.openai_api import embedding_io, model_task
 from modelpod.server.state import ServerState
 from modelpod.server.v2_codec import MAX_ID_CHARS
 from modelpod.signature import DTYPE_NAMES, Signature, TensorSpec, numpy_dtype, v2_datatype
@@ -83,7 +83,12 @@ def _v2_input_schema(tensor: TensorSpec) -> dict[str, Any]:
 
 
 def build_openapi(
-    name: str, signature: Signature, *, max_items: int | None = None, generation: bool = False
+    name: str,
+    signature: Signature,
+    *,
+    max_items: int | None = None,
+    generation: bool = False,
+    task: str | None = None,
 ) -> dict[str, Any]:
     inputs = {
         "type": "object",
@@ -193,7 +198,7 @@ def build_openapi(
         paths[f"/v2/models/{{name}}/versions/{{version}}{route}"] = _versioned(
             paths[f"/v2/models/{{name}}{route}"]
         )
-    if embedding_io(signature) is not None:
+    if embedding_io(signature, task) is not None:
         paths["/v1/embeddings"] = {
             "post": {
                 "summary": "OpenAI-compatible embeddings",
@@ -403,6 +408,7 @@ def routes(state: ServerState) -> list[Route]:
                 predictor.signature,
                 max_items=state.limits.max_items,
                 generation=state.engine is not None,
+                task=model_task(predictor.runtime, state.spec.model.options),
             )
             cache["json"] = orjson.dumps(document)
         return Response(cache["json"], media_type="application/json")

@@ -10,6 +10,7 @@ line.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from types import FrameType
@@ -93,9 +94,11 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
     def stop_on_failure() -> None:
         holder[0].should_exit = True
 
-    app = create_app(spec, on_failure=stop_on_failure)
+    host = host or spec.server.host
     port = spec.server.port if port is None else port
-    config = uvicorn_config(app, host=host or spec.server.host, port=port)
+    _check_port_free(host, port)
+    app = create_app(spec, on_failure=stop_on_failure)
+    config = uvicorn_config(app, host=host, port=port)
     server = ModelServer(config, app.state)
     holder.append(server)
     server.run()
@@ -105,6 +108,23 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
         raise ModelpodError(
             f"could not start the server on {config.host}:{config.port}", hint="is the port in use?"
         )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the model loads, with the port and the way out, when the address cannot be bound
+    (uvicorn would log the OS error after loading and exit without a hint). It binds as uvicorn does
+    (SO_REUSEADDR) and lets go at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "it is taken" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise ModelpodError(
+                f"cannot listen on {host}:{port}: {reason}",
+                hint="choose another port with --port N (--port 0 picks a free one), or stop what uses it",
+            ) from None
 
 
 # files the process holds besides its connections: the model's, libraries, the listener, pipes

@@ -66,6 +66,8 @@ def validation_issues(
         elif kind.startswith("value_error"):
             message = message.removeprefix("Value error, ")
         elif kind == "string_pattern_mismatch":
+            # pydantic's message quotes the regular expression; the hint says in words what it takes
+            message = "not a value this field takes"
             hint = PATTERN_HINTS.get(str(item.get("ctx", {}).get("pattern", "")))
             if item["loc"][-1] == "[key]":
                 message = f"the key: {message}"

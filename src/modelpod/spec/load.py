@@ -65,6 +65,11 @@ def find_spec_file(path: str | Path = ".") -> Path:
     )
 
 
+# `modelpod init` writes this in a comment beside what it could not read from the model (a signature)
+# and wrote a placeholder for; a spec holding it is refused until the real values replace it.
+PLACEHOLDER_MARK = "PLACEHOLDER (modelpod init)"
+
+
 def load_spec(path: str | Path = ".", profile: str | None = None, *, require_model: bool = True) -> Spec:
     """Read, validate and resolve a spec.
 
@@ -118,7 +123,25 @@ def read_spec(source: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
         raise SpecError([exc.issue], source=str(source)) from None
     except yaml.YAMLError as exc:
         raise SpecError([yaml_issue(exc, text)], source=str(source)) from None
+    placeholders = _placeholders(text)
+    if placeholders:
+        raise SpecError(placeholders, source=str(source))
     return _top_level(raw, str(source)), lines
+
+
+def _placeholders(text: str) -> list[SpecIssue]:
+    """One issue for each placeholder `modelpod init` wrote and nobody replaced yet."""
+    return [
+        SpecIssue(
+            "model.signature",
+            "a placeholder written by `modelpod init`, which could not read the model's inputs and outputs",
+            hint="declare each input and output (name, dtype, shape per item) as the model takes them, "
+            f"then delete the comment marked {PLACEHOLDER_MARK}",
+            line=number,
+        )
+        for number, line in enumerate(text.splitlines(), 1)
+        if PLACEHOLDER_MARK in line
+    ]
 
 
 def _top_level(data: Any, source: str) -> dict[str, Any]:

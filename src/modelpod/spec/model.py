@@ -15,9 +15,14 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, mo
 
 from modelpod.signature import Signature
 from modelpod.spec.patterns import (
+    CLASS_PATTERN,
+    CPU_PATTERN,
     DURATION_PATTERN,
+    ENV_NAME_PATTERN,
     LABEL_KEY_PATTERN,
     LABEL_VALUE_PATTERN,
+    MEMORY_PATTERN,
+    NAME_PATTERN,
     URL_PATTERN,
     DebPackage,
     DnsSubdomain,
@@ -33,11 +38,6 @@ from modelpod.spec.patterns import (
 Format = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "custom"]
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
 
-# Kubernetes object names: a DNS-1123 label, short enough to leave room for suffixes such as "-abc12".
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
-MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
-CLASS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 INT32_MAX = 2**31 - 1  # Kubernetes counts and durations are int32
 
 
@@ -141,7 +141,7 @@ class ServerSection(Section):
     )
     auth_token_env: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        pattern=ENV_NAME_PATTERN,
         description="Environment variable holding a bearer token that inference routes then require.",
     )
     access_log: bool = Field(default=True, description="One JSON log line per request.")

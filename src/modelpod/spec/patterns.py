@@ -41,6 +41,11 @@ DNS_SUBDOMAIN_PATTERN = rf"^{_DNS_SUBDOMAIN}$"
 LABEL_KEY_PATTERN = rf"^({_DNS_SUBDOMAIN}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
+# Kubernetes object names: a DNS-1123 label, short enough to leave room for suffixes such as "-abc12".
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
+MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+CLASS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 
 # what each pattern takes, in words (spec/_issues.py adds it to the issue as the hint)
 PATTERN_HINTS: dict[str, str] = {
@@ -54,6 +59,13 @@ PATTERN_HINTS: dict[str, str] = {
     DNS_SUBDOMAIN_PATTERN: "lowercase letters, digits, '-' and '.', as Kubernetes names objects",
     LABEL_KEY_PATTERN: "a Kubernetes label key: [prefix/]name of letters, digits, '-', '_' and '.'",
     LABEL_VALUE_PATTERN: "a Kubernetes label value: up to 63 letters, digits, '-', '_' and '.'",
+    DURATION_PATTERN: "a whole number with ms, s, m or h, e.g. 30s or 5m",
+    NAME_PATTERN: "lowercase letters, digits and '-', starting and ending with a letter or digit, "
+    "e.g. digits-v2",
+    CPU_PATTERN: 'CPU cores as a number or in millicores, e.g. "2", "0.5" or "500m"',
+    MEMORY_PATTERN: "bytes as a Kubernetes quantity: a number with Ki, Mi, Gi, Ti (powers of 1024) or "
+    "k, M, G, T (powers of 1000), e.g. 512Mi or 1Gi (not 1GB)",
+    CLASS_PATTERN: 'a Python class as "module:Class", e.g. my_model:Model',
 }
 
 ImageRef = Annotated[str, StringConstraints(pattern=IMAGE_REF_PATTERN, max_length=512)]
