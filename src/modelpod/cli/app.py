@@ -21,6 +21,7 @@ from modelpod.errors import ModelpodError, SpecError
 # The frameworks of `init`, `predict` and `serve` are named by their runtimes (MissingDependencyError).
 COMMAND_EXTRAS: dict[str, str] = {
     **dict.fromkeys(("build", "run", "push", "doctor"), "build"),
+    **dict.fromkeys(("bench", "plan"), "bench"),
     **dict.fromkeys(
         ("deploy", "status", "logs", "history", "rollback", "scale", "delete", "train"), "cluster"
     ),
