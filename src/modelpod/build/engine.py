@@ -223,8 +223,9 @@ def logs_argv(engine: Engine, name: str, *, tail: int | None = None, follow: boo
 
 
 def inspect_argv(engine: Engine, ref: str, template: str, *, image: bool = False) -> list[str]:
-    if engine.kind == "buildah":
-        return [engine.executable, "inspect", "--format", template, ref]
+    if engine.kind == "buildah":  # it runs no containers: only images, whose ID it calls FromImageID
+        template = template.replace("{{.Id}}", "{{.FromImageID}}")
+        return [engine.executable, "inspect", "--type", "image", "--format", template, ref]
     return [engine.executable, *(["image"] if image else []), "inspect", "--format", template, ref]
 
 
