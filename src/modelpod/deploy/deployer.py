@@ -18,12 +18,10 @@ from typing import Protocol
 
 from modelpod.deploy.cluster import Cluster, ClusterError, DeployError, Manifest, ObjectRef
 from modelpod.deploy.release import History, Revision
+from modelpod.deploy.render.labels import INSTANCE, MANAGED_BY, MANAGED_BY_KEY, release_owner_labels
 from modelpod.deploy.rollout import Progress, Waiting, wait_for_rollout
 from modelpod.deploy.smoke import smoke_test
 from modelpod.spec.resolved import Example
-
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 # Apply order: what others refer to comes first; a NetworkPolicy exists before the pods it protects.
 KIND_ORDER = {
@@ -218,13 +216,13 @@ def prepare(manifests: Iterable[Manifest], *, release: str, namespace: str) -> l
         if obj.get("kind") not in CLUSTER_SCOPED:
             meta.setdefault("namespace", namespace)
         labels = meta.setdefault("labels", {})
-        owner = labels.setdefault(INSTANCE_LABEL, release)
+        owner = labels.setdefault(INSTANCE, release)
         if owner != release:
             raise DeployError(
-                f"{obj.get('kind')}/{meta.get('name')} is labelled {INSTANCE_LABEL}={owner}, not {release}",
+                f"{obj.get('kind')}/{meta.get('name')} is labelled {INSTANCE}={owner}, not {release}",
                 hint="each object of a release must carry the release's instance label",
             )
-        labels.setdefault(MANAGED_BY_LABEL, "modelpod")
+        labels.setdefault(MANAGED_BY_KEY, MANAGED_BY)
         prepared.append(obj)
     return sorted(prepared, key=lambda obj: KIND_ORDER.get(obj.get("kind", ""), len(KIND_ORDER)))
 
@@ -257,7 +255,7 @@ def prune(
 ) -> list[ObjectRef]:
     """Delete the release's objects (by its labels) of `kinds` that are not among `keep`."""
     kept = {identity(ObjectRef.of(manifest)) for manifest in keep}
-    labels = {INSTANCE_LABEL: release, MANAGED_BY_LABEL: "modelpod"}
+    labels = release_owner_labels(release)
     pruned = []
     for api_version, kind in sorted(set(kinds), key=lambda k: -KIND_ORDER.get(k[1], len(KIND_ORDER))):
         scope = None if kind in CLUSTER_SCOPED else namespace
