@@ -137,6 +137,7 @@ def wait_for_rollout(
     seen = waiting.poll(look, until=lambda result: isinstance(result, RolloutResult))
     if isinstance(seen, RolloutResult):
         return seen
+    # the time ran out with the rollout under way: what `look` saw last is the Deployment
     progress, _ = _progress(seen)
     message = f"not complete after {waiting.timeout_s:g}s ({progress.message})"
     return _failed(cluster, seen, "Timeout", message, waiting=waiting)
