@@ -72,6 +72,19 @@ def test_every_import_is_one_the_layer_table_allows():
     assert forbidden == [], "imports docs/architecture.md's layer table forbids:\n" + "\n".join(forbidden)
 
 
+def test_deploy_takes_only_the_label_keys_from_render():
+    """The doc's rule below the table: deploy imports render's labels module, never a renderer."""
+    from_render = [
+        (path.name, line, name)
+        for path in sorted((PACKAGE / "deploy").glob("*.py"))
+        for line, name in imports(path)
+        if layer_of(name) == "deploy.render"
+    ]
+    assert from_render, "deploy no longer imports the label keys: update docs/architecture.md"
+    for file, line, name in from_render:
+        assert name.startswith("modelpod.deploy.render.labels."), f"deploy/{file}:{line} imports {name}"
+
+
 def test_the_table_names_only_layers_that_exist():
     table = layer_table()
     assert {"errors", "spec", "server", "cli"} <= set(table)  # the table was read, not an empty match

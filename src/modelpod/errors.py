@@ -3,7 +3,8 @@
     ModelpodError
     ├── SpecError               modelpod.yaml is malformed; carries one SpecIssue per problem
     ├── ModelLoadError          the model file could not be loaded by its runtime
-    │   └── MissingDependencyError   the runtime's framework is not installed (names the extra)
+    │   ├── MissingDependencyError   the runtime's framework is not installed (names the extra)
+    │   └── runtimes.base.SignatureUnknownError   it loaded, but neither it nor the spec gives its signature
     ├── InputError              a request's input does not match the signature (name, expected, got)
     ├── InferenceError          the model raised while predicting
     │

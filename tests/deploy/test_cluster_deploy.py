@@ -435,6 +435,21 @@ def test_forbidden_is_a_clear_error_before_anything_changes(api: FakeApi, option
     assert statuses(api) == [(1, "failed")]
 
 
+def test_an_api_error_after_the_first_change_rolls_back(api: FakeApi, options: DeployOptions) -> None:
+    run_deploy(api, options)
+    api.forbidden.add(("PATCH", "deployments"))  # the Service changes, then the Deployment is refused
+
+    with pytest.raises(RolloutFailed, match="while applying: cannot apply Deployment/digits") as caught:
+        run_deploy(api, options, image=BAD)
+
+    assert caught.value.reason == "ApiError"
+    # the rollback re-applies revision 1 up to its Deployment, which the API refuses again
+    assert "The automatic rollback to revision 1 failed too: revision 3" in str(caught.value)
+    assert str(caught.value).count("cannot apply Deployment/digits") == 2
+    assert caught.value.rolled_back_to is None
+    assert statuses(api)[1:] == [(2, "failed"), (3, "failed")]
+
+
 def test_missing_namespace_is_a_clear_error(api: FakeApi, options: DeployOptions) -> None:
     api.namespaces.discard(NS)
     with pytest.raises(ClusterError, match="namespace 'models' does not exist") as caught:

@@ -30,6 +30,8 @@ TimeoutOption = Annotated[
     float, typer.Option("--timeout", min=1, help="Seconds to wait for the rollout before rolling back.")
 ]
 IntervalOption = Annotated[float, typer.Option("--poll-interval", min=0.1, help="Seconds between checks.")]
+HistoryMaxOption = Annotated[int, typer.Option(min=1, help="Revisions to keep in the history.")]
+AllowTagOption = Annotated[bool, typer.Option("--allow-tag", help="Accept an image without a digest.")]
 
 
 def connect(context: str | None) -> Cluster:
@@ -104,7 +106,7 @@ def deploy(
     target: Annotated[
         str, typer.Option(help="kubernetes, or kserve for an InferenceService.")
     ] = "kubernetes",
-    allow_tag: Annotated[bool, typer.Option("--allow-tag", help="Accept an image without a digest.")] = False,
+    allow_tag: AllowTagOption = False,
     timeout: TimeoutOption = 300.0,
     poll_interval: IntervalOption = 2.0,
     smoke: Annotated[
@@ -118,7 +120,7 @@ def deploy(
     force_conflicts: Annotated[
         bool, typer.Option("--force-conflicts", help="Take over fields another field manager owns.")
     ] = False,
-    history_max: Annotated[int, typer.Option(min=1, help="Revisions to keep in the history.")] = 10,
+    history_max: HistoryMaxOption = 10,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the diff against the cluster only.")
     ] = False,
@@ -245,7 +247,7 @@ def rollback(
     context: ContextOption = None,
     timeout: TimeoutOption = 300.0,
     poll_interval: IntervalOption = 2.0,
-    history_max: Annotated[int, typer.Option(min=1, help="Revisions to keep in the history.")] = 10,
+    history_max: HistoryMaxOption = 10,
 ) -> None:
     """Restore every object of an earlier revision (as a new revision), and wait for its rollout."""
     from modelpod.deploy import deployer
@@ -352,7 +354,7 @@ def train(
     profile: ProfileOption = None,
     on_cluster: Annotated[bool, typer.Option("--cluster", help="Run as a Kubernetes Job.")] = False,
     image: Annotated[str, typer.Option(help="With --cluster: the image by digest.")] = "",
-    allow_tag: Annotated[bool, typer.Option("--allow-tag", help="Accept an image without a digest.")] = False,
+    allow_tag: AllowTagOption = False,
     run_id: Annotated[str | None, typer.Option(help="Names the Job; default: the time.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="With --cluster: stream the log.")] = False,
     namespace: NamespaceOption = None,

@@ -14,16 +14,14 @@ import contextlib
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from modelpod.deploy.cluster import Cluster, ClusterError, DeployError, Manifest, ObjectRef
 from modelpod.deploy.release import History, Revision
+from modelpod.deploy.render.labels import INSTANCE, MANAGED_BY, MANAGED_BY_KEY, release_owner_labels
 from modelpod.deploy.rollout import Progress, Waiting, wait_for_rollout
 from modelpod.deploy.smoke import smoke_test
 from modelpod.spec.resolved import Example
-
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 # Apply order: what others refer to comes first; a NetworkPolicy exists before the pods it protects.
 KIND_ORDER = {
@@ -59,7 +57,13 @@ class RolloutFailed(DeployError):
     """A deploy or rollback did not come up; says what failed and what was rolled back."""
 
     def __init__(
-        self, message: str, *, reason: str, revision: int, rolled_back_to: int | None, hint: str | None = None
+        self,
+        message: str,
+        *,
+        reason: str,
+        revision: int,
+        rolled_back_to: int | None = None,
+        hint: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.reason = reason
@@ -107,6 +111,25 @@ class Failure:
     explanation: str
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What applying a revision changed: its objects, in apply order, and the older objects pruned."""
+
+    objects: tuple[ObjectRef, ...]
+    pruned: tuple[ObjectRef, ...]
+
+
+class _NothingApplied(Exception):
+    """The API refused the first object of a revision, so the cluster is as it was before."""
+
+    def __init__(self, error: ClusterError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+_INSPECT_HINT = "inspect with `modelpod status` and `modelpod logs`"
+
+
 def deploy(
     cluster: Cluster,
     manifests: Sequence[Manifest],
@@ -127,9 +150,8 @@ def deploy(
     previous = history.current()
     revision = history.start(manifests, image=image, description="deploy", busy_for_s=_busy_for(options))
     report.step(f"revision {revision.number} of {release} in namespace {namespace}")
-    applied: list[ObjectRef] = []
     try:
-        pruned = apply_revision(cluster, history, revision, options, report, applied)
+        applied = apply_revision(cluster, history, revision, options, report)
         failure = follow_rollouts(cluster, revision, options.waiting, report)
         tested: tuple[str, ...] = ()
         if failure is None and options.smoke_test and examples:
@@ -145,15 +167,15 @@ def deploy(
     except KeyboardInterrupt:
         _mark_failed(history, revision, "interrupted")
         raise
+    except _NothingApplied as refused:  # the cluster is unchanged: the API's own message says it best
+        _mark_failed(history, revision, f"API error {refused.error.status or ''}".strip())
+        raise refused.error from None
     except ClusterError as exc:
-        if not applied:  # nothing changed in the cluster: the API's own message says it best
-            _mark_failed(history, revision, f"API error {exc.status or ''}".strip())
-            raise
         failure = Failure("ApiError", f"while applying: {exc}")
-    if failure is None:
-        done = history.finish(revision, keep=options.history_max)
-        return DeployResult(done, tuple(applied), tuple(pruned), tested)
-    return _fail(cluster, history, revision, previous, failure, options, report)
+    if failure is not None:
+        _fail(cluster, history, revision, previous, failure, options, report)
+    done = history.finish(revision, keep=options.history_max)
+    return DeployResult(done, applied.objects, applied.pruned, tested)
 
 
 def rollback(
@@ -187,26 +209,20 @@ def restore(
         target.manifests, image=target.image, description=description, busy_for_s=busy_for_s
     )
     report.step(f"revision {revision.number}: {description}")
-    applied: list[ObjectRef] = []
     try:
-        pruned = apply_revision(cluster, history, revision, options, report, applied)
+        applied = apply_revision(cluster, history, revision, options, report)
         failure = follow_rollouts(cluster, revision, options.waiting, report)
     except KeyboardInterrupt:
         _mark_failed(history, revision, "interrupted")
         raise
-    except ClusterError as exc:
+    except (ClusterError, _NothingApplied) as exc:
         failure = Failure("ApiError", str(exc))
     if failure is not None:
         _mark_failed(history, revision, failure.reason)
-        raise RolloutFailed(
-            f"revision {revision.number} ({description}) failed: {failure.explanation}",
-            reason=failure.reason,
-            revision=revision.number,
-            rolled_back_to=None,
-            hint="inspect with `modelpod status` and `modelpod logs`",
-        )
+        message = f"revision {revision.number} ({description}) failed: {failure.explanation}"
+        raise RolloutFailed(message, reason=failure.reason, revision=revision.number, hint=_INSPECT_HINT)
     done = history.finish(revision, keep=options.history_max)
-    return DeployResult(done, tuple(applied), tuple(pruned), ())
+    return DeployResult(done, applied.objects, applied.pruned, ())
 
 
 def prepare(manifests: Iterable[Manifest], *, release: str, namespace: str) -> list[Manifest]:
@@ -218,33 +234,39 @@ def prepare(manifests: Iterable[Manifest], *, release: str, namespace: str) -> l
         if obj.get("kind") not in CLUSTER_SCOPED:
             meta.setdefault("namespace", namespace)
         labels = meta.setdefault("labels", {})
-        owner = labels.setdefault(INSTANCE_LABEL, release)
+        owner = labels.setdefault(INSTANCE, release)
         if owner != release:
             raise DeployError(
-                f"{obj.get('kind')}/{meta.get('name')} is labelled {INSTANCE_LABEL}={owner}, not {release}",
+                f"{obj.get('kind')}/{meta.get('name')} is labelled {INSTANCE}={owner}, not {release}",
                 hint="each object of a release must carry the release's instance label",
             )
-        labels.setdefault(MANAGED_BY_LABEL, "modelpod")
+        labels.setdefault(MANAGED_BY_KEY, MANAGED_BY)
         prepared.append(obj)
     return sorted(prepared, key=lambda obj: KIND_ORDER.get(obj.get("kind", ""), len(KIND_ORDER)))
 
 
 def apply_revision(
-    cluster: Cluster,
-    history: History,
-    revision: Revision,
-    options: DeployOptions,
-    report: Reporter,
-    applied: list[ObjectRef],
-) -> list[ObjectRef]:
-    """Apply every object of `revision` (appending to `applied` as it goes), then prune; returns pruned."""
+    cluster: Cluster, history: History, revision: Revision, options: DeployOptions, report: Reporter
+) -> Applied:
+    """Apply every object of `revision` in order, then prune the release's objects it does not have.
+
+    An API error on the first object raises `_NothingApplied` (the cluster is unchanged); a later one
+    raises the `ClusterError` itself: the cluster holds part of the revision, so the caller rolls back.
+    """
+    applied: list[ObjectRef] = []
     for manifest in revision.manifests:
         ref = ObjectRef.of(manifest)
-        cluster.apply(manifest, force=options.force_conflicts)
+        try:
+            cluster.apply(manifest, force=options.force_conflicts)
+        except ClusterError as exc:
+            if not applied:
+                raise _NothingApplied(exc) from exc
+            raise
         applied.append(ref)
         report.step(f"applied {ref}")
     kinds = {(m["apiVersion"], m["kind"]) for r in history.revisions() for m in r.manifests}
-    return prune(cluster, revision.release, history.namespace, revision.manifests, kinds, report)
+    pruned = prune(cluster, revision.release, history.namespace, revision.manifests, kinds, report)
+    return Applied(tuple(applied), tuple(pruned))
 
 
 def prune(
@@ -257,7 +279,7 @@ def prune(
 ) -> list[ObjectRef]:
     """Delete the release's objects (by its labels) of `kinds` that are not among `keep`."""
     kept = {identity(ObjectRef.of(manifest)) for manifest in keep}
-    labels = {INSTANCE_LABEL: release, MANAGED_BY_LABEL: "modelpod"}
+    labels = release_owner_labels(release)
     pruned = []
     for api_version, kind in sorted(set(kinds), key=lambda k: -KIND_ORDER.get(k[1], len(KIND_ORDER))):
         scope = None if kind in CLUSTER_SCOPED else namespace
@@ -294,50 +316,40 @@ def _fail(
     failure: Failure,
     options: DeployOptions,
     report: Reporter,
-) -> DeployResult:
+) -> NoReturn:
+    """Mark `revision` failed, roll back to `previous` where there is one and the options allow it, and
+    raise `RolloutFailed` saying what failed and what was done about it."""
     _mark_failed(history, revision, failure.reason)
-    head = f"revision {revision.number} of {revision.release} failed: {failure.explanation}"
+    rolled_back_to = None
     if previous is None:
-        raise RolloutFailed(
-            f"{head}\nNothing to roll back to: no earlier revision of {revision.release!r} was deployed "
-            "successfully; its objects are left in place for inspection.",
-            reason=failure.reason,
-            revision=revision.number,
-            rolled_back_to=None,
-            hint="fix the cause and deploy again, or remove the release with `modelpod delete`",
+        outcome = (
+            f"Nothing to roll back to: no earlier revision of {revision.release!r} was deployed "
+            "successfully; its objects are left in place for inspection."
         )
-    if not options.rollback_on_failure:
-        raise RolloutFailed(
-            f"{head}\nNot rolled back (--no-rollback); revision {previous.number} was the last good one.",
-            reason=failure.reason,
-            revision=revision.number,
-            rolled_back_to=None,
-            hint=f"roll back with `modelpod rollback --to {previous.number}`",
-        )
-    report.step(f"{failure.reason}: rolling back to revision {previous.number}")
-    try:
-        restored = restore(
-            cluster,
-            history,
-            previous,
-            options,
-            report,
-            f"automatic rollback to {previous.number} after revision {revision.number} failed",
-        )
-    except DeployError as exc:
-        raise RolloutFailed(
-            f"{head}\nThe automatic rollback to revision {previous.number} failed too: {exc.message}",
-            reason=failure.reason,
-            revision=revision.number,
-            rolled_back_to=None,
-            hint="inspect with `modelpod status` and `modelpod logs`",
-        ) from None
+        hint: str | None = "fix the cause and deploy again, or remove the release with `modelpod delete`"
+    elif not options.rollback_on_failure:
+        outcome = f"Not rolled back (--no-rollback); revision {previous.number} was the last good one."
+        hint = f"roll back with `modelpod rollback --to {previous.number}`"
+    else:
+        report.step(f"{failure.reason}: rolling back to revision {previous.number}")
+        description = f"automatic rollback to {previous.number} after revision {revision.number} failed"
+        try:
+            restored = restore(cluster, history, previous, options, report, description)
+        except DeployError as exc:
+            outcome = f"The automatic rollback to revision {previous.number} failed too: {exc.message}"
+            hint = _INSPECT_HINT
+        else:
+            outcome = (
+                f"Rolled back: revision {restored.revision.number} restores revision {previous.number} "
+                f"(image {previous.image})."
+            )
+            hint, rolled_back_to = None, previous.number
     raise RolloutFailed(
-        f"{head}\nRolled back: revision {restored.revision.number} restores revision {previous.number} "
-        f"(image {previous.image}).",
+        f"revision {revision.number} of {revision.release} failed: {failure.explanation}\n{outcome}",
         reason=failure.reason,
         revision=revision.number,
-        rolled_back_to=previous.number,
+        rolled_back_to=rolled_back_to,
+        hint=hint,
     )
 
 

@@ -14,15 +14,9 @@ from typing import Any
 import yaml
 
 from modelpod.deploy.cluster import Cluster, ClusterError, DeployError, Manifest, ObjectRef
-from modelpod.deploy.deployer import (
-    CLUSTER_SCOPED,
-    INSTANCE_LABEL,
-    KIND_ORDER,
-    MANAGED_BY_LABEL,
-    identity,
-    prepare,
-)
+from modelpod.deploy.deployer import CLUSTER_SCOPED, KIND_ORDER, identity, prepare
 from modelpod.deploy.release import History, Revision
+from modelpod.deploy.render.labels import release_owner_labels
 from modelpod.deploy.rollout import container_problems
 
 # Server-set fields that say nothing about what a deploy would change.
@@ -193,7 +187,7 @@ def delete_release(
     deleted = []
     for api_version, kind in _kinds(revisions, reverse=True):
         scope = None if kind in CLUSTER_SCOPED else namespace
-        labels = {INSTANCE_LABEL: release, MANAGED_BY_LABEL: "modelpod"}
+        labels = release_owner_labels(release)
         for obj in cluster.list(api_version, kind, namespace=scope, labels=labels):
             ref = ObjectRef.of({**obj, "apiVersion": api_version, "kind": kind})
             if cluster.delete(ref):
@@ -231,7 +225,7 @@ def diff_release(
     kept = {identity(ObjectRef.of(m)) for m in prepared}
     revisions = History(cluster, release, namespace).revisions()
     kinds = _kinds([*revisions], extra=prepared)
-    labels = {INSTANCE_LABEL: release, MANAGED_BY_LABEL: "modelpod"}
+    labels = release_owner_labels(release)
     for api_version, kind in kinds:
         scope = None if kind in CLUSTER_SCOPED else namespace
         for obj in cluster.list(api_version, kind, namespace=scope, labels=labels):

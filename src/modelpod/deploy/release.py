@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from modelpod.deploy.cluster import Cluster, ClusterError, DeployError, Manifest, ObjectRef
+from modelpod.deploy.render.labels import MANAGED_BY, MANAGED_BY_KEY
 
 Status = Literal["pending", "deployed", "failed", "superseded"]
 RECORD_TYPE = "modelpod.dev/release.v1"
@@ -189,7 +190,7 @@ def encode(revision: Revision) -> Manifest:
                 RELEASE_LABEL: revision.release,
                 REVISION_LABEL: str(revision.number),
                 STATUS_LABEL: revision.status,
-                "app.kubernetes.io/managed-by": "modelpod",
+                MANAGED_BY_KEY: MANAGED_BY,
             },
         },
         "data": {"release": base64.b64encode(packed).decode()},

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from modelpod.deploy.cluster import Cluster, ClusterError, Manifest, ObjectRef
 
@@ -30,6 +30,12 @@ FATAL_WAITING_REASONS = frozenset(
     }
 )
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+
+T = TypeVar("T")
+
+
+def _is_not_none(result: object) -> bool:
+    return result is not None
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,25 @@ class Waiting:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
+    def poll(
+        self,
+        step: Callable[[], T],
+        *,
+        until: Callable[[T], bool] = _is_not_none,
+        deadline: float | None = None,
+    ) -> T:
+        """Call `step` every `interval_s` until `until` holds for what it returns (by default: until it
+        returns something other than None) or the deadline passes, and return its last result either
+        way. The deadline is a time on `clock`, by default `timeout_s` from now; no sleep goes past it.
+        """
+        if deadline is None:
+            deadline = self.clock() + self.timeout_s
+        while True:
+            result = step()
+            if until(result) or self.clock() >= deadline:
+                return result
+            self.sleep(min(self.interval_s, max(0.0, deadline - self.clock())))
+
 
 def wait_for_rollout(
     cluster: Cluster,
@@ -92,8 +117,9 @@ def wait_for_rollout(
     on_progress: Callable[[Progress], None] = lambda progress: None,
 ) -> RolloutResult:
     """Poll the Deployment until its rollout completes, fails, or `waiting.timeout_s` passes."""
-    deadline = waiting.clock() + waiting.timeout_s
-    while True:
+
+    def look() -> RolloutResult | Manifest:
+        """The rollout's result once it is decided, else the Deployment as it stands."""
         deployment = cluster.get(ref)
         if deployment is None:
             return RolloutResult(False, ref.name, "NotFound", "the Deployment disappeared during the rollout")
@@ -106,10 +132,15 @@ def wait_for_rollout(
         failure = observed and (_failed_condition(deployment) or _failed_pod(cluster, deployment))
         if failure:
             return _failed(cluster, deployment, *failure, waiting=waiting)
-        if waiting.clock() >= deadline:
-            message = f"not complete after {waiting.timeout_s:g}s ({progress.message})"
-            return _failed(cluster, deployment, "Timeout", message, waiting=waiting)
-        waiting.sleep(min(waiting.interval_s, max(0.0, deadline - waiting.clock())))
+        return deployment
+
+    seen = waiting.poll(look, until=lambda result: isinstance(result, RolloutResult))
+    if isinstance(seen, RolloutResult):
+        return seen
+    # the time ran out with the rollout under way: what `look` saw last is the Deployment
+    progress, _ = _progress(seen)
+    message = f"not complete after {waiting.timeout_s:g}s ({progress.message})"
+    return _failed(cluster, seen, "Timeout", message, waiting=waiting)
 
 
 def _progress(deployment: Manifest) -> tuple[Progress, bool]:

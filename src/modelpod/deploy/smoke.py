@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from modelpod.deploy.cluster import Cluster, Manifest
+from modelpod.deploy.cluster import Cluster, Manifest, ProxyResponse
 from modelpod.deploy.rollout import Waiting
 from modelpod.spec.example_answers import compare_outputs, example_outputs, example_request
 from modelpod.spec.resolved import Example
@@ -81,21 +81,20 @@ def _post_until_served(
 ) -> tuple[int, str]:
     """Retry while the proxy reaches no ready endpoint, up to `timeout_s` in all."""
     deadline = waiting.clock() + timeout_s
-    while True:
-        remaining = max(0.1, deadline - waiting.clock())
-        response = cluster.proxy(
+
+    def post() -> ProxyResponse:
+        return cluster.proxy(
             "POST",
             namespace=service["metadata"]["namespace"],
             service=service["metadata"]["name"],
             port=port,
             path=path,
             json_body=body,
-            timeout=remaining,
+            timeout=max(0.1, deadline - waiting.clock()),
         )
-        text = response.body.decode(errors="replace")
-        if response.status not in _NOT_SERVED or waiting.clock() >= deadline:
-            return response.status, text
-        waiting.sleep(min(waiting.interval_s, remaining))
+
+    response = waiting.poll(post, until=lambda answer: answer.status not in _NOT_SERVED, deadline=deadline)
+    return response.status, response.body.decode(errors="replace")
 
 
 def _json(text: str) -> Any:

@@ -158,58 +158,56 @@ def train_on_cluster(
     if not follow:
         return JobOutcome(ref.name, namespace, "submitted")
     deadline = waiting.clock() + waiting.timeout_s
-    pod = _wait_for_pod(cluster, ref, namespace, waiting, deadline)
+    pod = waiting.poll(lambda: _started_pod(cluster, ref, namespace, waiting), deadline=deadline)
+    if pod is None:
+        raise TrainingError(
+            f"Job {ref.name} has no running pod after {waiting.timeout_s:g}s",
+            hint=f"kubectl describe job {ref.name} -n {namespace}; raise --timeout",
+        )
     remaining = max(0.0, deadline - waiting.clock())
     pod_name = pod["metadata"]["name"]
     stream_log(
         cluster, pod_name, namespace=namespace, on_line=on_line, timeout_s=remaining, clock=waiting.clock
     )
-    return _wait_for_job(cluster, ref, namespace, waiting, deadline)
+    outcome = waiting.poll(lambda: _finished_job(cluster, ref, namespace), deadline=deadline)
+    if outcome is None:
+        raise TrainingError(
+            f"Job {ref.name} did not finish within {waiting.timeout_s:g}s; it goes on running",
+            hint=f"follow it later with kubectl logs -f job/{ref.name} -n {namespace}",
+        )
+    return outcome
 
 
-def _wait_for_pod(
-    cluster: Cluster, ref: ObjectRef, namespace: str, waiting: Waiting, deadline: float
-) -> Manifest:
-    """The Job's newest pod once it runs or has finished; fails fast on an image that cannot start."""
-    while True:
-        pods = cluster.list("v1", "Pod", namespace=namespace, labels={JOB_NAME_LABEL: ref.name})
-        pods.sort(key=lambda pod: pod["metadata"].get("creationTimestamp", ""))
-        if pods:
-            pod = pods[-1]
-            if pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed"):
-                return pod
-            fatal = [m for reason, m in container_problems(pod) if reason in FATAL_WAITING_REASONS]
-            if fatal:
-                report = describe_pod(cluster, pod, waiting=waiting)
-                raise TrainingError(f"Job {ref.name} cannot start: {fatal[0]}\n{report.render()}")
-        if waiting.clock() >= deadline:
+def _started_pod(cluster: Cluster, ref: ObjectRef, namespace: str, waiting: Waiting) -> Manifest | None:
+    """The Job's newest pod once it runs or has finished, else None; fails fast on an image that
+    cannot start."""
+    pods = cluster.list("v1", "Pod", namespace=namespace, labels={JOB_NAME_LABEL: ref.name})
+    if not pods:
+        return None
+    pods.sort(key=lambda pod: pod["metadata"].get("creationTimestamp", ""))
+    pod = pods[-1]
+    if pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed"):
+        return pod
+    fatal = [m for reason, m in container_problems(pod) if reason in FATAL_WAITING_REASONS]
+    if fatal:
+        report = describe_pod(cluster, pod, waiting=waiting)
+        raise TrainingError(f"Job {ref.name} cannot start: {fatal[0]}\n{report.render()}")
+    return None
+
+
+def _finished_job(cluster: Cluster, ref: ObjectRef, namespace: str) -> JobOutcome | None:
+    """The outcome once the Job has completed, else None; a failed Job raises TrainingError."""
+    job = cluster.get(ref)
+    if job is None:
+        raise TrainingError(f"Job {ref.name} disappeared while it ran")
+    for condition in job.get("status", {}).get("conditions", []):
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return JobOutcome(ref.name, namespace, "succeeded")
+        if condition.get("type") == "Failed":
             raise TrainingError(
-                f"Job {ref.name} has no running pod after {waiting.timeout_s:g}s",
-                hint=f"kubectl describe job {ref.name} -n {namespace}; raise --timeout",
+                f"Job {ref.name} failed: {condition.get('reason', '')}: {condition.get('message', '')}",
+                hint=f"modelpod logs the pod, or kubectl describe job {ref.name} -n {namespace}",
             )
-        waiting.sleep(waiting.interval_s)
-
-
-def _wait_for_job(
-    cluster: Cluster, ref: ObjectRef, namespace: str, waiting: Waiting, deadline: float
-) -> JobOutcome:
-    while True:
-        job = cluster.get(ref)
-        for condition in (job or {}).get("status", {}).get("conditions", []):
-            if condition.get("status") != "True":
-                continue
-            if condition.get("type") == "Complete":
-                return JobOutcome(ref.name, namespace, "succeeded")
-            if condition.get("type") == "Failed":
-                raise TrainingError(
-                    f"Job {ref.name} failed: {condition.get('reason', '')}: {condition.get('message', '')}",
-                    hint=f"modelpod logs the pod, or kubectl describe job {ref.name} -n {namespace}",
-                )
-        if job is None:
-            raise TrainingError(f"Job {ref.name} disappeared while it ran")
-        if waiting.clock() >= deadline:
-            raise TrainingError(
-                f"Job {ref.name} did not finish within {waiting.timeout_s:g}s; it goes on running",
-                hint=f"follow it later with kubectl logs -f job/{ref.name} -n {namespace}",
-            )
-        waiting.sleep(waiting.interval_s)
+    return None
