@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from modelpod.cli.app import ProfileOption, app, err, out
+from modelpod.cli.base import ProfileOption, app, err, out
 from modelpod.errors import ModelpodError
 
 if TYPE_CHECKING:

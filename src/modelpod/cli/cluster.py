@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from modelpod.cli.app import ProfileOption, SpecPath, app, err, out
+from modelpod.cli.base import ProfileOption, SpecPath, app, err, out
 
 if TYPE_CHECKING:
     from modelpod.deploy.cluster import Cluster

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from modelpod.cli.app import PortOption, ProfileOption, SpecPath, app, err, out
+from modelpod.cli.base import PortOption, ProfileOption, SpecPath, app, err, out
 
 if TYPE_CHECKING:
     from modelpod.build.engine import Engine

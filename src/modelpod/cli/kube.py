@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from modelpod.cli.app import ProfileOption, SpecPath, app, err
+from modelpod.cli.base import ProfileOption, SpecPath, app, err
 
 RenderFormat = Literal["yaml", "kustomize", "kserve"]
 
