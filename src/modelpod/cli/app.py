@@ -211,4 +211,4 @@ def _read_inputs(value: str) -> dict[str, Any]:
 
 # The build and cluster commands live in modules of their own; importing them registers them on `app`.
 # They import their libraries inside each command, so `modelpod --help` stays fast.
-from modelpod.cli import cluster, images, kube  # noqa: E402,F401
+from modelpod.cli import cluster, images, kube, optimize  # noqa: E402,F401
