@@ -265,9 +265,10 @@ def _ca_bundle(path: Path) -> bytes:
         return extra
 
 
-def modelpod_wheel(timeout_s: float) -> Path | None:
-    """A wheel of modelpod built from the source tree it is installed from; None for a released install."""
-    source = installed_source()
+def modelpod_wheel(timeout_s: float, source: Path | None = None) -> Path | None:
+    """A wheel of modelpod built from `source`, by default the source tree it is installed from; None for
+    a released install."""
+    source = source or installed_source()
     if source is None:
         return None
     out = Path(tempfile.mkdtemp(prefix="modelpod-wheel-"))
