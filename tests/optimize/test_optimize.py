@@ -160,3 +160,26 @@ def test_a_threshold_the_quantised_model_cannot_meet_writes_nothing(minilm_dir, 
     assert not (directory / "model" / "optimized").exists()
     assert (directory / "modelpod.yaml").read_text() == spec_before
     assert list((directory / ".modelpod").iterdir()) == []  # the scratch directory is gone too
+
+
+def test_keras_is_exported_with_the_signature_names(digits_dir, tmp_path):
+    directory = copy_project(digits_dir, tmp_path / "digits")
+    result = run_optimize(directory, "--profile", "keras", "--quantize", "none", "--measure-seconds", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "top-1 agreement" in result.stdout
+    graph = onnx.load(str(directory / "model" / "optimized" / "model.onnx"))
+    assert [i.name for i in graph.graph.input] == ["image"]
+    assert [o.name for o in graph.graph.output] == ["probabilities"]
+    assert "QuantizeLinear" not in {node.op_type for node in graph.graph.node}
+    reports = list(predict_examples(load_spec(directory, "optimized"), url=None, timeout=30))
+    assert [r.problems for r in reports] == [[]]
+
+
+def test_a_format_optimize_cannot_export_is_refused_with_a_hint(sklearn_dir, tmp_path):
+    directory = copy_project(sklearn_dir, tmp_path / "sklearn")
+    result = run_optimize(directory, "--measure-seconds", "0")
+    assert result.returncode == 1
+    assert "cannot export a sklearn model to ONNX" in result.stderr
+    assert "Hint: optimize takes ONNX, PyTorch" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (directory / "model" / "optimized").exists()

@@ -102,6 +102,8 @@ def _export_keras(path: Path, signature: Signature, graph: Path) -> None:
     os.environ.setdefault("KERAS_BACKEND", "torch")  # as the Keras runtime does
     keras = require("keras", runtime="Keras", extra="keras")
     model = keras.saving.load_model(str(path), compile=False)
+    inputs = list(sample_batch(signature, size=1).values())
+    model(inputs[0] if len(inputs) == 1 else inputs, training=False)  # export needs a model that has run
     model.export(str(graph), format="onnx", verbose=False)
     rename_io(graph, [t.name for t in signature.inputs], [t.name for t in signature.outputs])
 
