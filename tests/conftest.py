@@ -88,3 +88,23 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def optimized_digits(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A copy of the digits example after `modelpod optimize` (int8, checked on the held-out digits),
+    and the command's output."""
+    from tests.optimized_examples import held_out_digits, optimized, write_items
+
+    work = tmp_path_factory.mktemp("optimized-digits")
+    held_out = write_items(work / "held-out.json", "image", held_out_digits()[0])
+    return optimized(digits_dir, work / "digits", "--eval", str(held_out), "--min-top1", "0.995")
+
+
+@pytest.fixture(scope="session")
+def optimized_minilm(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A copy of the minilm example after `modelpod optimize` (int8), and the command's output."""
+    from tests.optimized_examples import optimized
+
+    work = tmp_path_factory.mktemp("optimized-minilm")
+    return optimized(minilm_dir, work / "minilm", "--eval-items", "64", "--measure-seconds", "0.5")

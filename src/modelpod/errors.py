@@ -23,7 +23,9 @@
     ├── deploy.cluster.DeployError         a release operation on a cluster failed
     │   ├── ClusterError                       the Kubernetes API refused a call or was unreachable
     │   └── deployer.RolloutFailed             a deploy or rollback did not come up (reason, revision)
-    └── deploy.training.TrainingError      the training command or Job failed or timed out
+    ├── deploy.training.TrainingError      the training command or Job failed or timed out
+    └── optimize.errors.OptimizeError      `modelpod optimize` could not export, optimise or check
+        └── AccuracyError                      the optimised model fell below a threshold (its figures)
 
 Each error's `str()` is a complete message for a person: what is wrong, where, and a hint.
 The CLI prints it without a traceback and exits 2 for spec errors, 1 for the others.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import modelpod
 from modelpod.build.context import ContextOptions, modelpod_wheel
 from modelpod.build.engine import Engine, connect
 from modelpod.build.errors import EngineError
@@ -66,7 +67,9 @@ def registry() -> str:
 def session_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """modelpod's wheel, built once: every image of the session installs the same runtime layer, so a
     rebuild shows only what the test changed (others may be editing the source tree meanwhile)."""
-    wheel = modelpod_wheel(300)
+    # the tree these tests import (a git worktree's), which need not be the one modelpod is installed from
+    source = Path(modelpod.__file__).resolve().parents[2]
+    wheel = modelpod_wheel(300, source if (source / "pyproject.toml").is_file() else None)
     assert wheel is not None, "modelpod should be installed from this source tree"
     target = tmp_path_factory.mktemp("wheel") / wheel.name
     shutil.copy2(wheel, target)
@@ -88,7 +91,9 @@ def copy_example(source: Path, destination: Path) -> Path:
 def build_example(
     engine: Engine, session_wheel: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[..., tuple[Path, BuildResult, QuietReporter]]:
-    def build(directory: Path, tag: str, **context: object) -> tuple[Path, BuildResult, QuietReporter]:
+    def build(
+        directory: Path, tag: str, profile: str | None = None, **context: object
+    ) -> tuple[Path, BuildResult, QuietReporter]:
         reporter = QuietReporter()
         options = BuildOptions(
             tag=tag,
@@ -98,7 +103,7 @@ def build_example(
             smoke_options=SmokeOptions(ready_timeout_s=180),
         )
         try:
-            result = build_image(engine, load_spec(directory), options, reporter)
+            result = build_image(engine, load_spec(directory, profile), options, reporter)
         except Exception as exc:
             tail = "\n".join(reporter.lines[-60:])
             raise AssertionError(f"build of {tag} failed: {exc}\n--- build output ---\n{tail}") from exc

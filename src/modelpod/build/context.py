@@ -32,7 +32,7 @@ from modelpod import __version__
 from modelpod.build.dockerfile import PRECOMPILED_FORMATS, DockerfileInputs, render_dockerfile
 from modelpod.build.errors import BuildContextError
 from modelpod.build.links import Link, sort_links
-from modelpod.build.lock import FORMAT_EXTRAS, Lock, lock_requirements, render_lock
+from modelpod.build.lock import FORMAT_EXTRAS, Lock, lock_requirements, model_requirements, render_lock
 from modelpod.spec.load import load_spec, read_spec, spec_digest
 from modelpod.spec.resolved import Spec
 
@@ -96,7 +96,10 @@ def render_context(
     sources = sources or gather_sources(spec, options)
     directory = context_dir(spec)
     directory.mkdir(parents=True, exist_ok=True)
-    lock = lock_requirements(FORMAT_EXTRAS.get(spec.model.format, ()), spec.python.requirements)
+    lock = lock_requirements(
+        FORMAT_EXTRAS.get(spec.model.format, ()),
+        (*spec.python.requirements, *model_requirements(spec.model.format, spec.model.path)),
+    )
     files: dict[str, bytes | Path | Link] = dict(sources.files)
     wheel = options.modelpod_wheel or modelpod_wheel(options.wheel_timeout_s)
     if wheel is not None:
@@ -152,7 +155,9 @@ def dockerfile_inputs(
 
 
 def model_files(spec: Spec) -> dict[str, Path]:
-    """The model file, or every file of a model directory, by path relative to the spec directory."""
+    """The model file, or every file of a model directory, by path relative to the spec directory. A
+    directory leaves out another profile's model inside it (minilm's `model/optimized` is no part of the
+    transformers image)."""
     path = spec.model.path
     if path is None:
         return {}
@@ -163,7 +168,12 @@ def model_files(spec: Spec) -> dict[str, Path]:
         )
     if path.is_file():
         return {path.relative_to(spec.root).as_posix(): path}
-    return {f.relative_to(spec.root).as_posix(): f for f in _walk(path, hidden=True)}
+    nested = [other for other in _all_model_paths(spec) if other != path and other.is_relative_to(path)]
+    return {
+        f.relative_to(spec.root).as_posix(): f
+        for f in _walk(path, hidden=True)
+        if not any(f.is_relative_to(other) for other in nested)
+    }
 
 
 def spec_files(spec: Spec) -> dict[str, Path]:
@@ -255,9 +265,10 @@ def _ca_bundle(path: Path) -> bytes:
         return extra
 
 
-def modelpod_wheel(timeout_s: float) -> Path | None:
-    """A wheel of modelpod built from the source tree it is installed from; None for a released install."""
-    source = installed_source()
+def modelpod_wheel(timeout_s: float, source: Path | None = None) -> Path | None:
+    """A wheel of modelpod built from `source`, by default the source tree it is installed from; None for
+    a released install."""
+    source = source or installed_source()
     if source is None:
         return None
     out = Path(tempfile.mkdtemp(prefix="modelpod-wheel-"))

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
@@ -33,6 +34,20 @@ FORMAT_EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 SELF = canonicalize_name("modelpod")
+
+
+# what an ONNX text encoder (a model directory with tokenizer.json, as `modelpod optimize` writes) needs
+# beyond the onnx extra: the onnx-text extra's addition, named here too because the lock walks the
+# installed modelpod's metadata, which may predate that extra
+TEXT_ENCODER_REQUIREMENTS = ("tokenizers>=0.15",)
+
+
+def model_requirements(fmt: str, path: Path | None) -> tuple[str, ...]:
+    """Requirements a model needs beyond its format's extra."""
+    if fmt == "onnx" and path is not None and (path / "tokenizer.json").is_file():
+        return TEXT_ENCODER_REQUIREMENTS
+    return ()
+
 
 DistributionLookup = Callable[[str], "metadata.Distribution | None"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 # importing a command module registers its commands; the help lists them in that order, local ones first
 import modelpod.cli.local  # noqa: F401
-from modelpod.cli import bench, cluster, images, kube  # noqa: F401
+from modelpod.cli import bench, cluster, images, kube, optimize  # noqa: F401
 from modelpod.cli.base import (
     COMMAND_EXTRAS,
     ModelFormat,

@@ -21,6 +21,7 @@ from modelpod.errors import ModelpodError, SpecError
 COMMAND_EXTRAS: dict[str, str] = {
     **dict.fromkeys(("build", "run", "push", "doctor"), "build"),
     **dict.fromkeys(("bench", "plan"), "bench"),
+    "optimize": "optimize",
     **dict.fromkeys(
         ("deploy", "status", "logs", "history", "rollback", "scale", "delete", "train"), "cluster"
     ),

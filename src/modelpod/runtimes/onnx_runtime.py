@@ -1,5 +1,10 @@
 """ONNX models on ONNX Runtime.
 
+`model.path` is a .onnx file, or a directory holding `model.onnx`. A directory that also holds
+`tokenizer.json` is a text encoder (what `modelpod optimize` writes for sentence-transformers models):
+the runtime serves one string input, `text`, and turns it into the graph's token tensors itself
+(`_onnx_text.py`).
+
 Options (model.options): `providers` (list, default: what ONNX Runtime offers, CUDA first when present).
 A graph exported with a fixed batch dimension (say 2) is run in batches of exactly that size, the last
 one padded with copies of its last row whose outputs are dropped. ONNX Runtime's own log (the C++
@@ -8,11 +13,13 @@ logger, which writes coloured text to stderr, outside the JSON log) is limited t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelpod.errors import ModelLoadError
+from modelpod.runtimes._onnx_text import TOKENIZER_FILE, TextFeeds, load_text_feeds
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec
 from modelpod.spec.resolved import ResolvedModel
@@ -32,6 +39,8 @@ _ORT_DTYPES = {
     "tensor(double)": "float64",
     "tensor(string)": "string",
 }
+MODEL_FILE = "model.onnx"  # the graph inside an ONNX model directory
+_TEXT = TensorSpec(name="text", dtype="string", shape=())
 
 
 # ONNX Runtime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
@@ -39,13 +48,25 @@ _ORT_ERRORS_ONLY = 3
 
 
 class OnnxRuntime(BaseRuntime):
-    def __init__(self, session: Any, signature: Signature, *, fixed_batch_size: int | None) -> None:
+    def __init__(
+        self,
+        session: Any,
+        signature: Signature,
+        *,
+        fixed_batch_size: int | None,
+        text: TextFeeds | None = None,
+    ) -> None:
         super().__init__(signature)
         self._session = session
         self.fixed_batch_size = fixed_batch_size  # the batch size the graph fixes, if it fixes one
+        self._text = text
         self._output_names = [t.name for t in signature.outputs]
+        if text is not None:  # a sentence encoder: /v1/embeddings serves it
+            self.task = "embeddings"
 
     def predict(self, batch: Batch) -> Batch:
+        if self._text is not None:
+            batch = self._text(batch[_TEXT.name])
         step = self.fixed_batch_size
         if step is None:
             return self._run(batch)
@@ -67,6 +88,11 @@ class OnnxRuntime(BaseRuntime):
         results = self._session.run(self._output_names, feeds)
         return dict(zip(self._output_names, results, strict=True))
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens a text encoder reads for `texts`, for usage reports such as OpenAI's (0 for other
+        graphs). Safe on any thread while `predict` runs on another."""
+        return self._text.count_tokens(texts) if self._text is not None else 0
+
 
 def load(model: ResolvedModel, *, threads: int) -> OnnxRuntime:
     ort = require("onnxruntime", runtime="ONNX", extra="onnx")
@@ -80,20 +106,27 @@ def load(model: ResolvedModel, *, threads: int) -> OnnxRuntime:
     providers = model.options.get("providers") or [
         p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
     ]
+    graph = _graph_file(model.path)
     try:
-        session = ort.InferenceSession(str(model.path), options, providers=providers)
+        session = ort.InferenceSession(str(graph), options, providers=providers)
     except Exception as exc:
         raise ModelLoadError(
-            f"ONNX Runtime could not load {model.path}: {exc}",
+            f"ONNX Runtime could not load {graph}: {exc}",
             hint="check that the file is a valid ONNX graph",
         ) from exc
     inputs = [_tensor(arg) for arg in session.get_inputs()]
-    outputs = [_tensor(arg) for arg in session.get_outputs()]
-    detected = Signature(inputs=tuple(t for t, _ in inputs), outputs=tuple(t for t, _ in outputs))
+    outputs = tuple(t for t, _ in (_tensor(arg) for arg in session.get_outputs()))
+    text = None
+    if (graph.parent / TOKENIZER_FILE).is_file() and graph.name == MODEL_FILE:
+        text = load_text_feeds(graph.parent, {t.name: t.dtype for t, _ in inputs})
+        detected = Signature(inputs=(_TEXT,), outputs=outputs)
+    else:
+        detected = Signature(inputs=tuple(t for t, _ in inputs), outputs=outputs)
     return OnnxRuntime(
         session,
         reconcile(model.signature, detected, fmt="ONNX"),
         fixed_batch_size=_fixed_batch_size(model, {batch for _, batch in inputs}),
+        text=text,
     )
 
 
@@ -106,6 +139,19 @@ def _fixed_batch_size(model: ResolvedModel, sizes: set[int | None]) -> int | Non
             hint="export the model with a dynamic batch dimension (dynamic_axes / dynamic_shapes)",
         )
     return fixed[0] if fixed else None
+
+
+def _graph_file(path: Path | None) -> Path:
+    if path is not None and path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise ModelLoadError(
+                f"the ONNX model directory {path} holds no {MODEL_FILE}",
+                hint=f"point model.path at the .onnx file, or name the graph {MODEL_FILE}",
+            )
+        return path / MODEL_FILE
+    if path is None:
+        raise ModelLoadError("an ONNX model needs model.path", hint="point model.path at the .onnx file")
+    return path
 
 
 def _tensor(arg: Any) -> tuple[TensorSpec, int | None]:

@@ -27,6 +27,8 @@ def detect_format(path: Path) -> str | None:
             return "tensorflow"
         if (path / "config.json").exists() or (path / "modules.json").exists():
             return "transformers"
+        if (path / "model.onnx").is_file():  # an ONNX model directory (graph, maybe tokenizer.json)
+            return "onnx"
         return None
     fmt = _BY_SUFFIX.get(path.suffix.lower())
     if fmt is None and path.is_file() and zipfile.is_zipfile(path):
