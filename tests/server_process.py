@@ -48,6 +48,9 @@ class ServerProcess:
         if not self._url_found.wait(self.start_timeout):
             self.stop()
             raise AssertionError(f"server printed no URL within {self.start_timeout}s:\n{self.log}")
+        if not self.url:  # the reader reached the end of the output: the server exited first
+            self.stop()
+            raise AssertionError(f"server exited with {self.process.returncode} before serving:\n{self.log}")
         if ready:
             self.wait_ready(self.start_timeout)
         return self
@@ -61,6 +64,8 @@ class ServerProcess:
             if match and not self._url_found.is_set():
                 self.url = f"http://127.0.0.1:{match.group(1)}"
                 self._url_found.set()
+        self.process.wait()
+        self._url_found.set()  # end of output: wake `start`, which sees that no URL came
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

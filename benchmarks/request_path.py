@@ -1,0 +1,124 @@
+"""A small model's request path against its ceiling, in one run (issue 19, part 4).
+
+    .venv/bin/python benchmarks/request_path.py [--rounds 3] [--duration 10] [--warmup 2]
+        [--concurrency 64] [--out benchmarks/results/request_path.json]
+
+For digits, whose model computes in microseconds, the server's own work per request is the whole cost.
+The ceiling is a bare ASGI app under the same uvicorn, uvloop and httptools (benchmarks/peer_services/
+bare_asgi.py: read the body, answer a fixed 150-byte JSON). Each round runs, alternately, the ceiling and
+`modelpod serve examples/digits` (access log on, as by default) on `/predict` and on v2 infer (JSON), under
+wrk's closed loop at --concurrency; each modelpod run's ratio is over the mean of the ceiling runs of its
+round, and the figure is the median over rounds. wrk is required (`apt-get install wrk`): a Python client
+would take the core the server needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import wrk_client  # noqa: E402
+from benchmarks.serving import machine  # noqa: E402
+from benchmarks.targets import free_port, stop, wait_ready  # noqa: E402
+
+TARGET = 0.35  # modelpod's share of the ceiling
+
+
+def started(command: list[str], ready_url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ready(ready_url, process, log)
+    return process
+
+
+def run_load(url: str, body: bytes, args: argparse.Namespace) -> float:
+    result = wrk_client.closed_loop(
+        url, [body], concurrency=args.concurrency, duration=args.duration, warmup=args.warmup
+    )
+    if result.errors:
+        raise RuntimeError(f"{result.errors} errors against {url}")
+    return result.throughput
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "request_path.json")
+    args = parser.parse_args()
+    if not wrk_client.available():
+        print("request_path: wrk is required (apt-get install wrk)", file=sys.stderr)
+        return 2
+    digits = ROOT / "examples" / "digits"
+    example = json.loads((digits / "example.json").read_text())["inputs"]
+    predict_body = json.dumps({"inputs": example}).encode()
+    v2_body = json.dumps(
+        {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": example["image"]}]}
+    ).encode()
+    logs = HERE / "results"
+    rounds: list[dict[str, float]] = []
+    for index in range(args.rounds):
+        port = free_port()
+        ceiling = started(
+            [sys.executable, str(HERE / "peer_services" / "bare_asgi.py"), str(port)],
+            f"http://127.0.0.1:{port}/",
+            logs / "request_path-bare.log",
+        )
+        try:
+            bare = [run_load(f"http://127.0.0.1:{port}/", predict_body, args)]
+        finally:
+            stop(ceiling)
+        port = free_port()
+        modelpod = started(
+            [sys.executable, "-m", "modelpod", "serve", str(digits), "--port", str(port)],
+            f"http://127.0.0.1:{port}/v2/health/ready",
+            logs / "request_path-modelpod.log",
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            predict = run_load(f"{base}/predict", predict_body, args)
+            v2 = run_load(f"{base}/v2/models/digits/infer", v2_body, args)
+        finally:
+            stop(modelpod)
+        port = free_port()
+        ceiling = started(
+            [sys.executable, str(HERE / "peer_services" / "bare_asgi.py"), str(port)],
+            f"http://127.0.0.1:{port}/",
+            logs / "request_path-bare.log",
+        )
+        try:
+            bare.append(run_load(f"http://127.0.0.1:{port}/", predict_body, args))
+        finally:
+            stop(ceiling)
+        limit = statistics.mean(bare)
+        rounds.append({"ceiling": limit, "predict": predict, "v2_json": v2,
+                       "predict_share": predict / limit, "v2_json_share": v2 / limit})  # fmt: skip
+        print(f"round {index + 1}: ceiling {bare} /s; /predict {predict} /s ({predict / limit:.1%}); "
+              f"v2 JSON {v2} /s ({v2 / limit:.1%})", flush=True)  # fmt: skip
+    summary = {
+        key: round(statistics.median(r[key] for r in rounds), 3)
+        for key in ("ceiling", "predict", "v2_json", "predict_share", "v2_json_share")
+    }
+    report = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rounds": rounds,
+              "median": summary, "target_share": TARGET, "pid": os.getpid()}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
