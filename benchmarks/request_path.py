@@ -49,6 +49,20 @@ def run_load(url: str, body: bytes, args: argparse.Namespace) -> float:
     return result.throughput
 
 
+def ceiling_run(body: bytes, args: argparse.Namespace) -> float:
+    """One load run against a fresh bare ASGI app."""
+    port = free_port()
+    ceiling = started(
+        [sys.executable, str(HERE / "peer_services" / "bare_asgi.py"), str(port)],
+        f"http://127.0.0.1:{port}/",
+        HERE / "results" / "request_path-bare.log",
+    )
+    try:
+        return run_load(f"http://127.0.0.1:{port}/", body, args)
+    finally:
+        stop(ceiling)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -71,16 +85,7 @@ def main() -> int:
     logs = HERE / "results"
     rounds: list[dict[str, float]] = []
     for index in range(args.rounds):
-        port = free_port()
-        ceiling = started(
-            [sys.executable, str(HERE / "peer_services" / "bare_asgi.py"), str(port)],
-            f"http://127.0.0.1:{port}/",
-            logs / "request_path-bare.log",
-        )
-        try:
-            bare = [run_load(f"http://127.0.0.1:{port}/", predict_body, args)]
-        finally:
-            stop(ceiling)
+        bare = [ceiling_run(predict_body, args)]
         port = free_port()
         modelpod = started(
             [sys.executable, "-m", "modelpod", "serve", str(digits), "--port", str(port)],
@@ -93,16 +98,7 @@ def main() -> int:
             v2 = run_load(f"{base}/v2/models/digits/infer", v2_body, args)
         finally:
             stop(modelpod)
-        port = free_port()
-        ceiling = started(
-            [sys.executable, str(HERE / "peer_services" / "bare_asgi.py"), str(port)],
-            f"http://127.0.0.1:{port}/",
-            logs / "request_path-bare.log",
-        )
-        try:
-            bare.append(run_load(f"http://127.0.0.1:{port}/", predict_body, args))
-        finally:
-            stop(ceiling)
+        bare.append(ceiling_run(predict_body, args))
         limit = statistics.mean(bare)
         rounds.append({"ceiling": limit, "predict": predict, "v2_json": v2,
                        "predict_share": predict / limit, "v2_json_share": v2 / limit})  # fmt: skip
