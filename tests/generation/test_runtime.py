@@ -85,6 +85,43 @@ def test_sequences_that_join_and_leave_decode_as_if_alone(generator: TextGenerat
     assert generator.kv_tokens_used == 0
 
 
+class _TorchWithPoisonedEmpty:
+    """torch, except that `empty` returns NaN everywhere: what uninitialised memory may hold."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*args: object, **kwargs: object) -> torch.Tensor:
+        return torch.full(*args, float("nan"), **kwargs)  # type: ignore[call-overload]
+
+
+def test_left_padding_never_holds_uninitialised_memory(
+    generator: TextGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short prompt that joins a running long one sits right-aligned in its row, and the columns
+    before it are never written. Were the cache's buffers allocated uninitialised, a NaN there would
+    turn the short row's answer into token 0 through 0 * NaN in the attention (this failed once in CI,
+    depending on what the memory held)."""
+    from modelpod.runtimes import _kv_rows
+
+    monkeypatch.setattr(_kv_rows, "torch", _TorchWithPoisonedEmpty())
+    short, long_ = [11, 12, 13], list(range(100, 160))
+    tokens = 8
+    expected = reference(generator, short, tokens)
+    generator.eos_token_ids = frozenset()
+    generator.start_batch(2)
+    generator.prefill([long_])
+    generator.decode([0])
+    logits = generator.prefill([short])
+    out = [generator.sample(logits, [Sampling()])[0]]
+    for _ in range(tokens - 1):
+        logits = generator.decode([0, out[-1]])
+        out.append(generator.sample(logits, [Sampling()] * 2)[1])
+    generator.clear()
+    assert out == expected
+
+
 def test_sampling_with_a_seed_repeats_and_top_p_narrows(generator: TextGenerator) -> None:
     logits = torch.randn(1, 2000, generator=torch.Generator().manual_seed(0)) * 3
     draws = [generator.sample(logits, [generator.sampling(1.0, 1.0, seed=7)])[0] for _ in range(2)]

@@ -165,7 +165,9 @@ class RowCache(Cache):
         rows, heads, dim = self._shape
         for buffers in (self.keys, self.values):
             for i in range(len(self.layers)):
-                grown = torch.empty((rows, heads, size, dim), dtype=self._dtype, device=self._device)
+                # zeros, not empty: a row's left padding is never written, and uninitialised memory
+                # can hold NaN, which reaches the real rows through the attention's 0 * NaN
+                grown = torch.zeros((rows, heads, size, dim), dtype=self._dtype, device=self._device)
                 if i < len(buffers):
                     grown[:, :, : self.end] = buffers[i][:, :, : self.end]
                     buffers[i] = grown
