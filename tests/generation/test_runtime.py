@@ -4,6 +4,7 @@ get exactly the tokens that transformers' own `generate` gives each sequence alo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,8 +93,8 @@ class _TorchWithPoisonedEmpty:
         return getattr(torch, name)
 
     @staticmethod
-    def empty(*args: object, **kwargs: object) -> torch.Tensor:
-        return torch.full(*args, float("nan"), **kwargs)  # type: ignore[call-overload]
+    def empty(shape: tuple[int, ...], **kwargs: Any) -> Any:
+        return torch.full(shape, float("nan"), **kwargs)
 
 
 def test_left_padding_never_holds_uninitialised_memory(
