@@ -6,10 +6,10 @@
 For digits, whose model computes in microseconds, the server's own work per request is the whole cost.
 The ceiling is a bare ASGI app under the same uvicorn, uvloop and httptools (benchmarks/peer_services/
 bare_asgi.py: read the body, answer a fixed 150-byte JSON). Each round runs, alternately, the ceiling and
-`modelpod serve examples/digits` (access log on, as by default) on `/predict` and on v2 infer (JSON), under
-wrk's closed loop at --concurrency; each modelpod run's ratio is over the mean of the ceiling runs of its
-round, and the figure is the median over rounds. wrk is required (`apt-get install wrk`): a Python client
-would take the core the server needs.
+`modelpod serve examples/digits` (access log on, as by default) on `/predict` and on v2 infer (JSON, and
+with the binary tensor data extension), under wrk's closed loop at --concurrency; each modelpod run's
+ratio is over the mean of the ceiling runs of its round, and the figure is the median over rounds. wrk
+is required (`apt-get install wrk`): a Python client would take the core the server needs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -40,10 +41,11 @@ def started(command: list[str], ready_url: str, log: Path) -> subprocess.Popen[b
     return process
 
 
-def run_load(url: str, body: bytes, args: argparse.Namespace) -> float:
+def run_load(url: str, body: bytes, args: argparse.Namespace, headers: dict[str, str] | None = None) -> float:
     result = wrk_client.closed_loop(
-        url, [body], concurrency=args.concurrency, duration=args.duration, warmup=args.warmup
-    )
+        url, [body], concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
+        headers=headers,
+    )  # fmt: skip
     if result.errors:
         raise RuntimeError(f"{result.errors} errors against {url}")
     return result.throughput
@@ -82,6 +84,14 @@ def main() -> int:
     v2_body = json.dumps(
         {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": example["image"]}]}
     ).encode()
+    # the binary tensor data extension: a JSON header, then the image's 64 float32 values as raw bytes
+    pixels = struct.pack("<64f", *(value for row in example["image"] for cell in row for value in cell))
+    tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "FP32",
+              "parameters": {"binary_data_size": len(pixels)}}  # fmt: skip
+    binary_header = json.dumps({"inputs": [tensor]}).encode()
+    binary_body = binary_header + pixels
+    binary_headers = {"Content-Type": "application/octet-stream",
+                      "Inference-Header-Content-Length": str(len(binary_header))}  # fmt: skip
     logs = HERE / "results"
     rounds: list[dict[str, float]] = []
     for index in range(args.rounds):
@@ -96,18 +106,19 @@ def main() -> int:
             base = f"http://127.0.0.1:{port}"
             predict = run_load(f"{base}/predict", predict_body, args)
             v2 = run_load(f"{base}/v2/models/digits/infer", v2_body, args)
+            binary = run_load(f"{base}/v2/models/digits/infer", binary_body, args, binary_headers)
         finally:
             stop(modelpod)
         bare.append(ceiling_run(predict_body, args))
         limit = statistics.mean(bare)
-        rounds.append({"ceiling": limit, "predict": predict, "v2_json": v2,
-                       "predict_share": predict / limit, "v2_json_share": v2 / limit})  # fmt: skip
+        rounds.append({"ceiling": limit, "predict": predict, "v2_json": v2, "v2_binary": binary,
+                       "predict_share": predict / limit, "v2_json_share": v2 / limit,
+                       "v2_binary_share": binary / limit})  # fmt: skip
         print(f"round {index + 1}: ceiling {bare} /s; /predict {predict} /s ({predict / limit:.1%}); "
-              f"v2 JSON {v2} /s ({v2 / limit:.1%})", flush=True)  # fmt: skip
-    summary = {
-        key: round(statistics.median(r[key] for r in rounds), 3)
-        for key in ("ceiling", "predict", "v2_json", "predict_share", "v2_json_share")
-    }
+              f"v2 JSON {v2} /s ({v2 / limit:.1%}); v2 binary {binary} /s ({binary / limit:.1%})",
+              flush=True)  # fmt: skip
+    keys = ("ceiling", "predict", "v2_json", "v2_binary", "predict_share", "v2_json_share", "v2_binary_share")
+    summary = {key: round(statistics.median(r[key] for r in rounds), 3) for key in keys}
     report = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rounds": rounds,
               "median": summary, "target_share": TARGET, "pid": os.getpid()}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,12 +17,13 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from benchmarks.loadgen import LoadResult
 
 SCRIPT = Path(__file__).resolve().parent / "wrk_bodies.lua"
+RAW_SCRIPT = Path(__file__).resolve().parent / "wrk_raw.lua"
 
 
 def available() -> bool:
@@ -30,14 +31,28 @@ def available() -> bool:
 
 
 def closed_loop(
-    url: str, bodies: Sequence[bytes], *, concurrency: int, duration: float, warmup: float
+    url: str,
+    bodies: Sequence[bytes],
+    *,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
+    """JSON `bodies` in turn; or, with `headers`, the one body of `bodies` as it is (binary allowed)
+    with those headers."""
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as lines:
-        lines.write(b"\n".join(body.replace(b"\n", b" ") for body in bodies) + b"\n")
+        if headers is None:
+            script, extra = SCRIPT, []
+            lines.write(b"\n".join(body.replace(b"\n", b" ") for body in bodies) + b"\n")
+        else:
+            (body,) = bodies
+            script, extra = RAW_SCRIPT, [f"{name}: {value}" for name, value in headers.items()]
+            lines.write(body)
         lines.flush()
         if warmup > 0:
-            _run(url, lines.name, concurrency, warmup)
-        summary = _run(url, lines.name, concurrency, duration)
+            _run(url, script, [lines.name, *extra], concurrency, warmup)
+        summary = _run(url, script, [lines.name, *extra], concurrency, duration)
     seconds = summary["duration_us"] / 1e6
     ok = summary["requests"] - summary["status_errors"]
     return LoadResult(
@@ -52,17 +67,17 @@ def closed_loop(
     )
 
 
-def _run(url: str, bodies_file: str, concurrency: int, seconds: float) -> dict[str, int]:
+def _run(url: str, script: Path, args: list[str], concurrency: int, seconds: float) -> dict[str, int]:
     command = [
         "wrk",
         "--threads=1",
         f"--connections={concurrency}",
         f"--duration={max(1, round(seconds))}s",
         "--timeout=60s",
-        f"--script={SCRIPT}",
+        f"--script={script}",
         url,
         "--",
-        bodies_file,
+        *args,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from itertools import chain
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -149,9 +149,10 @@ class TensorSpec(BaseModel):
         this tensor, what was expected and what came.
         """
         array = _as_array(self, value)
-        expected_rank = len(self.shape) + (1 if batched else 0)
-        item_shape = array.shape[1:] if batched else array.shape
-        if array.ndim != expected_rank or not _shape_matches(self.shape, item_shape):
+        item_shape = array.shape[1:] if batched and array.ndim else array.shape
+        if (batched and not array.ndim) or (
+            item_shape != self.shape and not _shape_matches(self.shape, item_shape)
+        ):
             what = "a batch of " if batched else ""
             raise InputError(
                 self.name,
@@ -319,6 +320,15 @@ class Signature(BaseModel):
                 raise ValueError(f"{side} names must be unique; repeated: {', '.join(dupes)}")
         return self
 
+    def _refuse_names(self, values: dict[str, Any]) -> NoReturn:
+        """The InputError for values that are not exactly the inputs: an unknown name, else a missing one."""
+        expected = [t.name for t in self.inputs]
+        unknown = [name for name in values if name not in expected]
+        if unknown:
+            raise InputError(unknown[0], "unknown input", expected=f"one of {expected}")
+        missing = next(t for t in self.inputs if t.name not in values)
+        raise InputError(missing.name, "missing input", expected=missing.describe())
+
     def input(self, name: str) -> TensorSpec:
         """The input called **name**; raises `KeyError` when there is none."""
         for tensor in self.inputs:
@@ -337,17 +347,12 @@ class Signature(BaseModel):
         Returns input name to array of the declared dtype. Raises `InputError` naming the input, the
         expected dtype and shape, and what came.
         """
-        expected = [t.name for t in self.inputs]
-        unknown = [name for name in values if name not in expected]
-        if unknown:
-            raise InputError(unknown[0], "unknown input", expected=f"one of {expected}")
-        arrays: dict[str, np.ndarray] = {}
-        for tensor in self.inputs:
-            if tensor.name not in values:
-                raise InputError(tensor.name, "missing input", expected=tensor.describe())
-            arrays[tensor.name] = tensor.coerce(values[tensor.name], batched=batched)
-        if batched:
+        inputs = self.inputs
+        if len(values) != len(inputs) or not all(t.name in values for t in inputs):
+            self._refuse_names(values)
+        arrays = {tensor.name: tensor.coerce(values[tensor.name], batched=batched) for tensor in inputs}
+        if batched and len(arrays) > 1:
             sizes = {len(a) for a in arrays.values()}
             if len(sizes) > 1:
-                raise InputError(expected[0], "inputs disagree on the batch size", got=str(sorted(sizes)))
+                raise InputError(inputs[0].name, "inputs disagree on the batch size", got=str(sorted(sizes)))
         return arrays

@@ -131,3 +131,16 @@ def test_declared_output_that_the_graph_lacks_is_refused(onnx_dynamic_path, reso
 def test_warmup(fixture, request, resolve):
     runtime = load_runtime(resolve(request.getfixturevalue(fixture), "onnx"))
     assert runtime.warmup() is None
+
+
+@pytest.mark.parametrize(("options", "spinning"), [({}, "0"), ({"allow_spinning": True}, None)])
+def test_idle_threads_sleep_unless_spinning_is_allowed(onnx_dynamic_path, resolve, options, spinning):
+    """A spinning intra-op thread holds a core that the server's event loop needs (digits at concurrency
+    64: twice the CPU a request); model.options.allow_spinning gives ONNX Runtime's default back."""
+    runtime = load_runtime(resolve(onnx_dynamic_path, "onnx", options=options), threads=2)
+    config = runtime._session.get_session_options()
+    try:
+        entry = config.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default, which spins
+        entry = None
+    assert entry == spinning

@@ -106,6 +106,9 @@ class ServerApp:
     def __init__(self, state: ServerState, routes: list[InferenceRoute], fallback: ASGIApp) -> None:
         self.state = state
         self.routes = routes
+        # most inference paths have no parameter (/predict, /v1/...): one dict lookup finds them
+        self._exact = {r.template: r for r in reversed(routes) if "{" not in r.template}
+        self._templated = [r for r in routes if "{" in r.template]
         self.fallback = fallback
         self.max_body_bytes = state.limits.max_body_bytes
         self.access_log = AccessLog() if state.spec.server.access_log else None
@@ -124,14 +127,11 @@ class ServerApp:
         log_fields: dict[str, Any] = {}
         self.state.inflight += 1  # the in-flight gauge reads this (ServerState)
         try:
-            segments = scope["path"].split("/")
-            for route in self.routes:
-                params = route.match(segments)
-                if params is not None:
-                    endpoint = route.template
-                    call = Call(b"", headers, params, log_fields)
-                    status = await self._direct(route, call, scope, receive, send, rid)
-                    break
+            route, params = self._match(scope["path"])
+            if route is not None:
+                endpoint = route.template
+                call = Call(b"", headers, params, log_fields)
+                status = await self._direct(route, call, scope, receive, send, rid)
             else:
                 status = await self._fallback(scope, receive, send, rid)
                 endpoint = getattr(scope.get("route"), "path", "unmatched")
@@ -144,6 +144,17 @@ class ServerApp:
             if self.access_log is not None:
                 self.access_log.request(scope["method"], scope["path"], status, seconds, rid, log_fields)
             request_id.reset(token)
+
+    def _match(self, path: str) -> tuple[InferenceRoute | None, dict[str, str]]:
+        exact = self._exact.get(path)
+        if exact is not None:
+            return exact, {}
+        segments = path.split("/")
+        for route in self._templated:
+            params = route.match(segments)
+            if params is not None:
+                return route, params
+        return None, {}
 
     async def _direct(
         self, route: InferenceRoute, call: Call, scope: Scope, receive: Receive, send: Send, rid: str

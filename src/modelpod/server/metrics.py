@@ -7,6 +7,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from modelpod.server.request_stats import RequestStats
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # seconds; dense below 100 ms where small models live, sparse up to the default 30 s timeout
@@ -18,16 +20,9 @@ class Metrics:
         self.model = model
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.request_duration = Histogram(
-            "modelpod_request_duration_seconds",
-            "Time from request received to response sent.",
-            ["model", "endpoint", "code"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.requests = Counter(
-            "modelpod_requests", "Requests answered.", ["model", "endpoint", "code"], registry=r
-        )
+        # modelpod_request_duration_seconds and modelpod_requests_total: observed on every request
+        self.requests = RequestStats(model, _LATENCY_BUCKETS)
+        r.register(self.requests)
         self.inflight = Gauge(
             "modelpod_inflight_requests", "Requests being handled now.", ["model"], registry=r
         )
@@ -71,18 +66,10 @@ class Metrics:
         self.busy_now = self.busy.labels(model)
         self._batch_size = self.batch_size.labels(model)
         self._inference = self.inference_duration.labels(model)
-        # per (endpoint template, code): looking children up by label values costs a lock and a few
-        # microseconds on every request; templates and codes are few, so this stays small
-        self._by_route: dict[tuple[str, int], tuple[Histogram, Counter]] = {}
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
-        children = self._by_route.get((endpoint, code))
-        if children is None:
-            labels = (self.model, endpoint, str(code))
-            children = self.request_duration.labels(*labels), self.requests.labels(*labels)
-            self._by_route[(endpoint, code)] = children
-        children[0].observe(seconds)
-        children[1].inc()
+        """One answered request; on the event loop only (server/request_stats.py)."""
+        self.requests.observe(endpoint, code, seconds)
 
     def observe_batch(self, rows: int, seconds: float) -> None:
         self._batch_size.observe(rows)
