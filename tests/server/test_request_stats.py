@@ -54,4 +54,4 @@ def test_the_servers_metrics_count_requests_by_endpoint_and_code() -> None:
     assert totals == {("/predict", "200"): 3.0, ("/predict", "503"): 1.0}
     buckets = {s.labels["le"]: s.value for s in families[DURATION].samples
                if s.name.endswith("_bucket") and s.labels["code"] == "200"}  # fmt: skip
-    assert buckets["0.001"] == 0.0 and buckets["0.0025"] == 3.0 and buckets["+Inf"] == 3.0
+    assert (buckets["0.001"], buckets["0.0025"], buckets["+Inf"]) == (0.0, 3.0, 3.0)

@@ -71,7 +71,8 @@ class RequestStats(Collector):
                 total += count
                 cumulative.append((le, float(total)))
             durations.add_metric(labels, cumulative, route.sum)
-            durations.add_sample(f"{DURATION}_created", dict(zip(_LABELS, labels, strict=True)), route.created)
+            named = dict(zip(_LABELS, labels, strict=True))
+            durations.add_sample(f"{DURATION}_created", named, route.created)
             counts.add_metric(labels, float(total), created=route.created)
         yield durations
         yield counts
