@@ -43,7 +43,7 @@ class RequestStats(Collector):
     def __init__(self, model: str, bounds: Sequence[float]) -> None:
         self.model = model
         self._bounds = tuple(bounds)
-        self._le = [floatToGoString(bound) for bound in self._bounds] + ["+Inf"]
+        self._le = [floatToGoString(bound) for bound in self._bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         self._routes: dict[tuple[str, int], _Route] = {}
 
     def observe(self, endpoint: str, code: int, seconds: float) -> None:
