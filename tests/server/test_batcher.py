@@ -311,3 +311,48 @@ async def test_close_fails_what_is_still_queued():
         await queued
     model.gate.set()
     running.cancel()
+
+
+async def test_fast_batches_run_on_the_event_loop_and_slow_ones_go_back_to_the_thread():
+    """After a batch under inline_below_ms, the next runs on the event loop's thread; after one over it,
+    the next goes back to the model's thread. The first batch always runs on the model's thread."""
+    threads: list[int] = []
+    slow = {3.0}  # the batch holding this value takes 250 ms, over the 100 ms limit (far enough from
+    # it that a busy machine's hiccup cannot turn a fast batch slow)
+
+    def model(batch):
+        threads.append(threading.get_ident())
+        if slow & set(batch["x"][:, 0].tolist()):
+            time.sleep(0.25)
+        return {"y": batch["x"] * 2}
+
+    batcher = await started(
+        Batcher([model], max_batch_size=1, max_wait_ms=0, max_queue=10, inline_below_ms=100)
+    )
+    try:
+        for value in (1.0, 2.0, 3.0, 4.0, 5.0):
+            out = await batcher.submit(rows(value), timeout=10)
+            np.testing.assert_array_equal(out["y"], rows(value)["x"] * 2)
+    finally:
+        await batcher.close()
+    loop_thread = threading.get_ident()
+    on_loop = [thread == loop_thread for thread in threads]
+    # 1: thread (the first); 2: loop (1 was fast); 3: loop (2 was fast), slow; 4: thread; 5: loop
+    assert on_loop == [False, True, True, False, True]
+
+
+async def test_without_inline_below_every_batch_runs_on_the_model_thread():
+    threads: list[int] = []
+
+    def model(batch):
+        threads.append(threading.get_ident())
+        return {"y": batch["x"] * 2}
+
+    batcher = await started(Batcher([model], max_batch_size=1, max_wait_ms=0, max_queue=10))
+    try:
+        for value in (1.0, 2.0, 3.0):
+            await batcher.submit(rows(value), timeout=10)
+    finally:
+        await batcher.close()
+    assert threading.get_ident() not in threads
+    assert len(threads) == 3

@@ -126,6 +126,7 @@ async def _load(
         refill_fraction=server.batch_refill_fraction,
         on_batch=lambda stats: _observe(state, stats),
         executors=[thread],
+        inline_below_ms=server.inline_below_ms,
     )
     batcher.start()
     state.batcher = batcher

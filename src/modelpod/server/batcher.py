@@ -14,6 +14,13 @@ ended plus those that batch answered, the worker waits for more, at most `refill
 batch's run time (0 turns this off). With one caller, nothing waits; under open-loop load, a partial
 batch waits at most that fraction, trading a bounded latency for fuller batches.
 
+Inline batches: for a model whose batches take microseconds (digits: about 0.1 ms for 44 rows), handing
+each batch to the model thread and back costs the event loop more than the batch itself, and leaves it
+idle while the batch runs. While the worker's last batch took less than `inline_below_ms`, the next one
+runs on the event loop itself; a batch that takes longer sends the next back to the thread. The first
+batch always runs on the thread, which loaded and warmed the model up. On digits at concurrency 64 this
+answered 19% more requests a second (mean of five alternating runs).
+
 Limits: a full queue rejects at once (`QueueFullError`, 503); a request still queued at its deadline is
 dropped without being computed (`DeadlineError`, 504). When a batch fails, each of its requests is run
 alone, so a bad item fails only the request that carried it.
@@ -83,10 +90,12 @@ class Batcher:
         refill_fraction: float = 0.0,
         on_batch: Callable[[BatchStats], None] | None = None,
         executors: Sequence[concurrent.futures.ThreadPoolExecutor] | None = None,
+        inline_below_ms: float = 0.0,
     ) -> None:
         """`predict_fns`: one function per model instance; each runs on a thread of its own. Pass
         `executors` (one single-thread executor per instance, `model_thread`) to run each instance on the
-        thread that loaded it."""
+        thread that loaded it. `inline_below_ms`: run a batch on the event loop while the last one took
+        less (module docstring); 0 never does."""
         self._predict_fns = list(predict_fns)
         self._executors: list[concurrent.futures.ThreadPoolExecutor] = list(executors or [])
         self.max_batch_size = max_batch_size
@@ -94,6 +103,7 @@ class Batcher:
         self.max_queue = max_queue
         self.refill_fraction = refill_fraction
         self._on_batch = on_batch
+        self.inline_below = inline_below_ms / 1000
         self._queue: collections.deque[_Request] = collections.deque()
         self._arrived = asyncio.Event()
         self._submitted = 0  # requests ever queued: a refilling worker waits for this count to reach a target
@@ -200,6 +210,7 @@ class Batcher:
         # what the refill may wait for: the requests queued while the last batch ran, plus the callers that
         # batch answered (who may send again), for at most a fraction of its run time
         expected, budget = 0, 0.0
+        inline = False  # the first batch runs on the model's own thread
         while True:
             batch = await self._next_batch(loop, expected, budget)
             # a request may have expired or been abandoned while the batch waited to fill: never compute it
@@ -209,10 +220,14 @@ class Batcher:
             self._busy += 1
             started = time.perf_counter()
             try:
-                outcomes = await loop.run_in_executor(executor, _run_isolated, predict, batch)
+                if inline:
+                    outcomes = _run_isolated(predict, batch)
+                else:
+                    outcomes = await loop.run_in_executor(executor, _run_isolated, predict, batch)
             finally:
                 self._busy -= 1
             stats = BatchStats(sum(r.rows for r in batch), len(batch), time.perf_counter() - started)
+            inline = stats.seconds < self.inline_below
             expected, budget = len(self._queue) + stats.requests, stats.seconds * self.refill_fraction
             if self._on_batch is not None:
                 self._on_batch(stats)

@@ -90,6 +90,14 @@ class ServerSection(Section):
     max_wait_ms: float = Field(
         default=0.0, ge=0, le=10_000, description="How long a partial batch may wait for more requests."
     )
+    inline_below_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=1000,
+        description="Run a batch on the event loop instead of the model's thread while the last batch took "
+        "less than this many milliseconds (a thread hand-off costs more than a tiny model's batch, and "
+        "the event loop waits at most this long); 0 always uses the thread.",
+    )
     batch_refill_fraction: float = Field(
         default=0.1,
         ge=0,
