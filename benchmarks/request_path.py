@@ -8,8 +8,9 @@ The ceiling is a bare ASGI app under the same uvicorn, uvloop and httptools (ben
 bare_asgi.py: read the body, answer a fixed 150-byte JSON). Each round runs, alternately, the ceiling and
 `modelpod serve examples/digits` (access log on, as by default) on `/predict` and on v2 infer (JSON, and
 with the binary tensor data extension), under wrk's closed loop at --concurrency; each modelpod run's
-ratio is over the mean of the ceiling runs of its round, and the figure is the median over rounds. wrk
-is required (`apt-get install wrk`): a Python client would take the core the server needs.
+ratio is over the mean of the ceiling runs of its round, and the figure is the median over rounds. Each
+server runs on CPU 0 and wrk on CPU 1 (where the machine has two). wrk is required (`apt-get install
+wrk`): a Python client would take the core the server needs.
 """
 
 from __future__ import annotations
@@ -34,9 +35,22 @@ from benchmarks.targets import free_port, stop, wait_ready  # noqa: E402
 TARGET = 0.35  # modelpod's share of the ceiling
 
 
+# Server on CPU 0, wrk on CPU 1, for the ceiling and modelpod alike: left to the scheduler, where each
+# lands moved single runs of the same server by up to a third on this 2-core machine.
+SERVER_CPUS, CLIENT_CPUS = {0}, {1}
+
+
+def _pinned() -> set[int] | None:
+    """The client's CPUs when pinning is possible (Linux, 2 CPUs or more); else None."""
+    return CLIENT_CPUS if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2 else None
+
+
 def started(command: list[str], ready_url: str, log: Path) -> subprocess.Popen[bytes]:
+    pin = None if _pinned() is None else (lambda: os.sched_setaffinity(0, SERVER_CPUS))
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin
+        )
     wait_ready(ready_url, process, log)
     return process
 
@@ -44,7 +58,7 @@ def started(command: list[str], ready_url: str, log: Path) -> subprocess.Popen[b
 def run_load(url: str, body: bytes, args: argparse.Namespace, headers: dict[str, str] | None = None) -> float:
     result = wrk_client.closed_loop(
         url, [body], concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
-        headers=headers,
+        headers=headers, cpus=_pinned(),
     )  # fmt: skip
     if result.errors:
         raise RuntimeError(f"{result.errors} errors against {url}")

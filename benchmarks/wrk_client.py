@@ -14,6 +14,7 @@ modelpod, never a peer (the fastest, KServe, answers about 1,800).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -38,9 +39,10 @@ def closed_loop(
     duration: float,
     warmup: float,
     headers: Mapping[str, str] | None = None,
+    cpus: set[int] | None = None,
 ) -> LoadResult:
     """JSON `bodies` in turn; or, with `headers`, the one body of `bodies` as it is (binary allowed)
-    with those headers."""
+    with those headers. `cpus`: the CPUs wrk may run on (default: any)."""
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as lines:
         if headers is None:
             script, extra = SCRIPT, []
@@ -51,8 +53,8 @@ def closed_loop(
             lines.write(body)
         lines.flush()
         if warmup > 0:
-            _run(url, script, [lines.name, *extra], concurrency, warmup)
-        summary = _run(url, script, [lines.name, *extra], concurrency, duration)
+            _run(url, script, [lines.name, *extra], concurrency, warmup, cpus)
+        summary = _run(url, script, [lines.name, *extra], concurrency, duration, cpus)
     seconds = summary["duration_us"] / 1e6
     ok = summary["requests"] - summary["status_errors"]
     return LoadResult(
@@ -67,7 +69,9 @@ def closed_loop(
     )
 
 
-def _run(url: str, script: Path, args: list[str], concurrency: int, seconds: float) -> dict[str, int]:
+def _run(
+    url: str, script: Path, args: list[str], concurrency: int, seconds: float, cpus: set[int] | None = None
+) -> dict[str, int]:
     command = [
         "wrk",
         "--threads=1",
@@ -79,5 +83,8 @@ def _run(url: str, script: Path, args: list[str], concurrency: int, seconds: flo
         "--",
         *args,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, check=True)
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 120, check=True, preexec_fn=pin
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -49,7 +49,7 @@ Body = bytes | bytearray
 _LARGE_BODY = "modelpod.large_body"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """One inference request as a handler sees it."""
 

@@ -36,7 +36,7 @@ import concurrent.futures
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -67,16 +67,17 @@ class BatchStats:
     seconds: float
 
 
-@dataclass(eq=False)
 class _Request:
-    inputs: Batch
-    rows: int
-    deadline: float
-    future: asyncio.Future[Batch]
-    shapes: tuple[tuple[int, ...], ...] = field(init=False)
+    """One submitted request; compared by identity. A plain class with slots: one is made per request."""
 
-    def __post_init__(self) -> None:
-        self.shapes = tuple(array.shape[1:] for array in self.inputs.values())
+    __slots__ = ("deadline", "future", "inputs", "rows", "shapes")
+
+    def __init__(self, inputs: Batch, rows: int, deadline: float, future: asyncio.Future[Batch]) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.deadline = deadline
+        self.future = future
+        self.shapes = tuple([array.shape[1:] for array in inputs.values()])
 
 
 class Batcher:

@@ -95,17 +95,22 @@ class AccessLog:
         rid: str | None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        fields = {"status": status, "duration_ms": round(seconds * 1000, 3), "method": method, "path": path}
-        if extra:  # e.g. a generation's prompt_tokens and completion_tokens
-            fields.update(extra)
+        # milliseconds to 3 decimals (int() is cheaper than round() here, on every request)
+        duration_ms = int(seconds * 1_000_000 + 0.5) / 1000
         handler = _direct_handler(self._logger)
         if handler is None or not self._logger.isEnabledFor(logging.INFO):
             # logging is not (or no longer) as configure_logging set it up: go through it
-            self._logger.info("%s %s %d", method, path, status, extra=fields)
+            fields = {"status": status, "duration_ms": duration_ms, "method": method, "path": path}
+            self._logger.info("%s %s %d", method, path, status, extra={**fields, **(extra or {})})
             return
-        msg = f"{method} {path} {status}"
-        entry = _entry(self._timestamps.format(time.time()), "info", self.NAME, msg, rid)
-        entry.update(fields)
+        # the fields of _entry, then the access fields, in one literal
+        entry: dict[str, Any] = {"ts": self._timestamps.format(time.time()), "level": "info",
+                                 "logger": self.NAME, "msg": f"{method} {path} {status}"}  # fmt: skip
+        if rid is not None:
+            entry["request_id"] = rid
+        entry["status"], entry["duration_ms"], entry["method"], entry["path"] = status, duration_ms, method, path
+        if extra:  # e.g. a generation's prompt_tokens and completion_tokens
+            entry.update(extra)
         self._pending.append(orjson.dumps(entry).decode())
         if len(self._pending) == 1:  # the first line of this loop turn: write them all at its end
             try:
