@@ -103,12 +103,15 @@ class AccessLog:
             fields = {"status": status, "duration_ms": duration_ms, "method": method, "path": path}
             self._logger.info("%s %s %d", method, path, status, extra={**fields, **(extra or {})})
             return
-        # the fields of _entry, then the access fields, in one literal
+        # the fields of _entry, then the access fields, in one dict built in place
         entry: dict[str, Any] = {"ts": self._timestamps.format(time.time()), "level": "info",
                                  "logger": self.NAME, "msg": f"{method} {path} {status}"}  # fmt: skip
         if rid is not None:
             entry["request_id"] = rid
-        entry["status"], entry["duration_ms"], entry["method"], entry["path"] = status, duration_ms, method, path
+        entry["status"] = status
+        entry["duration_ms"] = duration_ms
+        entry["method"] = method
+        entry["path"] = path
         if extra:  # e.g. a generation's prompt_tokens and completion_tokens
             entry.update(extra)
         self._pending.append(orjson.dumps(entry).decode())
