@@ -340,7 +340,6 @@ def model_thread(index: int) -> concurrent.futures.ThreadPoolExecutor:
 
     Frameworks keep their intra-op thread pools per calling thread (OpenMP teams): a model loaded and
     warmed up on one thread and run on another ran about 20% slower (minilm, batch 64, medians of 5).
-    A batch under a millisecond has too little parallel work for that to matter.
     """
     return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"modelpod-model-{index}")
 
