@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.optimized_examples import copy_project  # noqa: E402
+
 from benchmarks import wrk_client  # noqa: E402
 from benchmarks.loadgen import closed_loop  # noqa: E402
 from benchmarks.raw_throughput import RawLimit, wait_until_quiet  # noqa: E402
@@ -52,20 +54,7 @@ def copy_example(name: str, work: Path) -> Path:
     """A fresh copy of an example, its model files hard-linked (optimize only adds a directory)."""
     destination = work / name
     shutil.rmtree(destination, ignore_errors=True)
-
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(
-        ROOT / "examples" / name,
-        destination,
-        ignore=shutil.ignore_patterns(".modelpod", "__pycache__", "optimized"),
-        copy_function=link_or_copy,
-    )
-    return destination
+    return copy_project(ROOT / "examples" / name, destination)
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

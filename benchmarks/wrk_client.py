@@ -24,7 +24,6 @@ from pathlib import Path
 from benchmarks.loadgen import LoadResult
 
 SCRIPT = Path(__file__).resolve().parent / "wrk_bodies.lua"
-RAW_SCRIPT = Path(__file__).resolve().parent / "wrk_raw.lua"
 
 
 def available() -> bool:
@@ -45,16 +44,16 @@ def closed_loop(
     with those headers. `cpus`: the CPUs wrk may run on (default: any)."""
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as lines:
         if headers is None:
-            script, extra = SCRIPT, []
+            extra = []
             lines.write(b"\n".join(body.replace(b"\n", b" ") for body in bodies) + b"\n")
         else:
             (body,) = bodies
-            script, extra = RAW_SCRIPT, [f"{name}: {value}" for name, value in headers.items()]
+            extra = ["--raw", *(f"{name}: {value}" for name, value in headers.items())]
             lines.write(body)
         lines.flush()
         if warmup > 0:
-            _run(url, script, [lines.name, *extra], concurrency, warmup, cpus)
-        summary = _run(url, script, [lines.name, *extra], concurrency, duration, cpus)
+            _run(url, [lines.name, *extra], concurrency, warmup, cpus)
+        summary = _run(url, [lines.name, *extra], concurrency, duration, cpus)
     seconds = summary["duration_us"] / 1e6
     ok = summary["requests"] - summary["status_errors"]
     return LoadResult(
@@ -70,7 +69,7 @@ def closed_loop(
 
 
 def _run(
-    url: str, script: Path, args: list[str], concurrency: int, seconds: float, cpus: set[int] | None = None
+    url: str, args: list[str], concurrency: int, seconds: float, cpus: set[int] | None = None
 ) -> dict[str, int]:
     command = [
         "wrk",
@@ -78,7 +77,7 @@ def _run(
         f"--connections={concurrency}",
         f"--duration={max(1, round(seconds))}s",
         "--timeout=60s",
-        f"--script={script}",
+        f"--script={SCRIPT}",
         url,
         "--",
         *args,

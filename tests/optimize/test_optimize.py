@@ -43,24 +43,23 @@ def maps_torch(server: ServerProcess) -> bool:
     return "libtorch" in Path(f"/proc/{server.process.pid}/maps").read_text()
 
 
-@pytest.fixture(scope="module")
-def digits_pair(optimized_digits):
-    directory, _ = optimized_digits
+def served_pair(directory: Path):
+    """The original and the `optimized` profile of `directory`, each served by a process of its own."""
     with (
         ServerProcess(directory) as original,
         ServerProcess(directory, "--profile", "optimized") as optimised,
     ):
         yield original, optimised
+
+
+@pytest.fixture(scope="module")
+def digits_pair(optimized_digits):
+    yield from served_pair(optimized_digits[0])
 
 
 @pytest.fixture(scope="module")
 def minilm_pair(optimized_minilm):
-    directory, _ = optimized_minilm
-    with (
-        ServerProcess(directory) as original,
-        ServerProcess(directory, "--profile", "optimized") as optimised,
-    ):
-        yield original, optimised
+    yield from served_pair(optimized_minilm[0])
 
 
 def test_digits_optimize_reports_and_writes_an_int8_profile(optimized_digits):

@@ -105,7 +105,7 @@ class _ClientGone(Exception):
 class ServerApp:
     def __init__(self, state: ServerState, routes: list[InferenceRoute], fallback: ASGIApp) -> None:
         self.state = state
-        self.routes = routes
+        self.routes = routes  # the inference routes, as the OpenAPI test compares them with the document
         # most inference paths have no parameter (/predict, /v1/...): one dict lookup finds them
         self._exact = {r.template: r for r in reversed(routes) if "{" not in r.template}
         self._templated = [r for r in routes if "{" in r.template]
