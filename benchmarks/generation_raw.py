@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelpod.server.allocator import keep_freed_memory
+    from modelpod.server.http.allocator import keep_freed_memory
 
     keep_freed_memory()  # as `modelpod serve` does; MODELPOD_MALLOC_TUNING=0 leaves glibc's defaults
     model_dir, prompts_file, max_tokens, threads = argv[0], argv[1], int(argv[2]), int(argv[3])

@@ -92,7 +92,7 @@ def accuracy(minilm: Path, digits: Path, sentences: int) -> dict[str, Any]:
     """Cosine of minilm's embeddings and digits' top-1 agreement, optimised against original, in process."""
     from modelpod.optimize.inputs import generate_items
     from modelpod.predictor import Predictor
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     def both(directory: Path) -> tuple[Predictor, Predictor]:
         return Predictor.from_spec(load_spec(directory)), Predictor.from_spec(

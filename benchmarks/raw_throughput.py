@@ -128,8 +128,8 @@ def _rate(predictor: Any, batches: list[dict[str, np.ndarray]], seconds: float) 
 
 
 def main(argv: list[str]) -> None:
-    from modelpod.server.allocator import keep_freed_memory
-    from modelpod.server.batcher import model_thread
+    from modelpod.server.http.allocator import keep_freed_memory
+    from modelpod.server.scheduling.batcher import model_thread
 
     keep_freed_memory()  # the allocator `modelpod serve` runs with: the limit is the same runtime's
     # and, as in the server, the model is loaded and run on a thread of its own (where its threads are pinned)
@@ -139,7 +139,7 @@ def main(argv: list[str]) -> None:
 
 def _measure(argv: list[str]) -> None:
     from modelpod.predictor import Predictor
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     example_dir, items_file, sweep_seconds = argv[0], argv[1], float(argv[2])
     predictor = Predictor.from_spec(load_spec(example_dir))

@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT))
 from modelpod.predictor import Predictor  # noqa: E402
 from modelpod.runtimes.base import BaseRuntime, Batch  # noqa: E402
 from modelpod.server.app import create_app  # noqa: E402
-from modelpod.server.logs import configure_logging  # noqa: E402
+from modelpod.server.core.health import Health  # noqa: E402
+from modelpod.server.http.logs import configure_logging  # noqa: E402
 from modelpod.server.run import uvicorn_config  # noqa: E402
-from modelpod.server.state import Health  # noqa: E402
 from modelpod.signature import Signature, TensorSpec  # noqa: E402
-from modelpod.spec import load_spec  # noqa: E402
+from modelpod.specfile import load_spec  # noqa: E402
 
 CONNECTIONS = 64
 WARMUP_ROUNDS = 50
@@ -105,9 +105,9 @@ async def measure(rounds: int, profile: cProfile.Profile | None) -> list[float]:
     app = create_app(spec, predictor=Predictor(spec.name, InstantEmbeddings(signature)))
     async with LifespanManager(app, startup_timeout=READY_TIMEOUT_S, shutdown_timeout=READY_TIMEOUT_S):
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while app.state.health is not Health.READY:
+        while app.state.health.now is not Health.READY:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the app did not become ready: {app.state.health}")
+                raise RuntimeError(f"the app did not become ready: {app.state.health.now}")
             await asyncio.sleep(0.01)
         return await _rounds(app, rounds, profile)
 

@@ -50,7 +50,7 @@ def imported_modules(code: str) -> set[str]:
 
 def test_import_modelpod_imports_no_ml_framework():
     modules = imported_modules(
-        "import modelpod, modelpod.spec, modelpod.runtimes, modelpod.predictor, modelpod.server"
+        "import modelpod, modelpod.specfile, modelpod.runtimes, modelpod.predictor, modelpod.server"
     )
     assert "modelpod" in modules
     assert not modules & set(FRAMEWORKS)

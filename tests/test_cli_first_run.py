@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from modelpod.cli.app import COMMAND_EXTRAS, ModelFormat, app
 from modelpod.errors import InputError
 from modelpod.signature import TensorSpec
-from modelpod.spec.model import FORMATS
+from modelpod.specfile.model import FORMATS
 from tests.conftest import ROOT
 from tests.test_cli import modelpod
 

@@ -31,8 +31,8 @@ def test_a_spec_error_quoting_markup_is_printed_as_written(write_spec):
 
 
 def test_other_errors_exit_1_and_are_printed_as_written(tmp_path: Path, monkeypatch):
-    from modelpod.build.errors import EngineNotFoundError
     from modelpod.cli import images
+    from modelpod.images.errors import EngineNotFoundError
 
     def no_engine(name: str | None) -> None:
         raise EngineNotFoundError(f"container engine {name!r} is not installed")

@@ -29,13 +29,16 @@ def layer_table() -> dict[str, set[str]]:
     return table
 
 
-def layer_of(module: str) -> str:
-    """`modelpod.deploy.render.pod` -> `deploy.render`; `modelpod.server.app` -> `server`."""
+def layer_of(module: str, layers: set[str]) -> str:
+    """The layer a module belongs to: the longest layer of the table that is the module or a package
+    above it (`modelpod.deploy.render.pod` -> `deploy.render`; `modelpod.server.app` -> `server`)."""
     parts = module.split(".")[1:]
     if not parts or parts[0] in ("__init__", "_lazy", "__version__", "__main__"):
         return ROOT_LAYER
-    if parts[:2] == ["deploy", "render"]:
-        return "deploy.render"
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in layers:
+            return candidate
     return parts[0]
 
 
@@ -57,19 +60,89 @@ def imports(path: Path) -> list[tuple[int, str]]:
     return [(line, name) for line, name in found if name.split(".")[0] == "modelpod"]
 
 
+def source_files() -> list[tuple[Path, str]]:
+    return [(path, ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)) for path in
+            sorted(PACKAGE.rglob("*.py"))]  # fmt: skip
+
+
+def layer_imports() -> list[tuple[Path, int, str, str, str]]:
+    """(file, line, its layer, imported name, the name's layer) for every modelpod import in the package."""
+    table = layer_table()
+    found = []
+    for path, module in source_files():
+        source = layer_of(module, set(table))
+        for line, name in imports(path):
+            found.append((path, line, source, name, layer_of(name, set(table))))
+    return found
+
+
 def test_every_import_is_one_the_layer_table_allows():
     table = layer_table()
     forbidden = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        source = layer_of(".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts))
+    for path, line, source, name, target in layer_imports():
         if source == ROOT_LAYER:
             continue  # the root resolves the public names lazily, from any layer
         assert source in table, f"{path} is in layer {source!r}, which docs/architecture.md's table lacks"
-        for line, name in imports(path):
-            target = layer_of(name)
-            if target not in (source, ROOT_LAYER) and target not in table[source]:
-                forbidden.append(f"{path.relative_to(ROOT)}:{line}: {source} imports {name}")
+        if target not in (source, ROOT_LAYER) and target not in table[source]:
+            forbidden.append(f"{path.relative_to(ROOT)}:{line}: {source} imports {name}")
     assert forbidden == [], "imports docs/architecture.md's layer table forbids:\n" + "\n".join(forbidden)
+
+
+def test_every_allowance_of_the_table_is_used():
+    """A layer the table lets another import, but which none of its modules imports, is a stale rule."""
+    used = {(source, target) for _, _, source, _, target in layer_imports()}
+    unused = [f"{layer} -> {allowed}" for layer, allowances in layer_table().items() for allowed in
+              sorted(allowances) if (layer, allowed) not in used]  # fmt: skip
+    assert unused == [], "docs/architecture.md allows imports no module makes:\n" + "\n".join(unused)
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    """Module-level and function-level imports alike: a cycle, even one hidden in a function, ties two
+    modules together so that neither can be read or tested alone."""
+    modules = {module.removesuffix(".__init__") for _, module in source_files()}
+    graph: dict[str, set[str]] = {module: set() for module in modules}
+    for path, module in source_files():
+        for _, name in imports(path):
+            # `from modelpod.server.core import gate` names a module; `from modelpod.x import f` a member
+            target = name if name in modules else name.rsplit(".", 1)[0]
+            if target in modules and target != module.removesuffix(".__init__"):
+                graph[module.removesuffix(".__init__")].add(target)
+    cycles = [sorted(c) for c in strongly_connected(graph) if len(c) > 1]
+    assert cycles == [], f"modules that import each other, directly or through others: {cycles}"
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components of `graph` (node -> nodes it points to)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            components.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
 
 
 def test_deploy_takes_only_the_label_keys_from_render():
@@ -78,7 +151,7 @@ def test_deploy_takes_only_the_label_keys_from_render():
         (path.name, line, name)
         for path in sorted((PACKAGE / "deploy").glob("*.py"))
         for line, name in imports(path)
-        if layer_of(name) == "deploy.render"
+        if layer_of(name, set(layer_table())) == "deploy.render"
     ]
     assert from_render, "deploy no longer imports the label keys: update docs/architecture.md"
     for file, line, name in from_render:
@@ -87,7 +160,9 @@ def test_deploy_takes_only_the_label_keys_from_render():
 
 def test_the_table_names_only_layers_that_exist():
     table = layer_table()
-    assert {"errors", "spec", "server", "cli"} <= set(table)  # the table was read, not an empty match
+    assert {"errors", "specfile", "server", "server.scheduling", "cli"} <= set(
+        table
+    )  # the table was read, not an empty match
     for layer, allowed in table.items():
         for name in {layer, *allowed}:
             path = PACKAGE.joinpath(*name.split("."))

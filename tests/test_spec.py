@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from modelpod.errors import SpecError
-from modelpod.spec import json_schema, load_spec, spec_digest
+from modelpod.specfile import json_schema, load_spec, spec_digest
 
 MINIMAL = """
     name: demo

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from modelpod.cli.app import app
 from modelpod.errors import SpecError, SpecIssue
-from modelpod.spec import load_spec
-from modelpod.spec._yaml import MAX_ALIASES, MAX_DEPTH, MAX_SPEC_BYTES
+from modelpod.specfile import load_spec
+from modelpod.specfile._yaml import MAX_ALIASES, MAX_DEPTH, MAX_SPEC_BYTES
 
 MINIMAL = "name: demo\nmodel:\n  path: model.onnx\n"
 DIGEST = "sha256:" + "ab" * 32

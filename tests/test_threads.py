@@ -50,7 +50,7 @@ def test_torch_runtime_uses_the_configured_threads(tmp_path, threads, expected):
     code = f"""
 import torch
 from modelpod.runtimes import default_threads, load_runtime
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 
 class Net(torch.nn.Module):
     def forward(self, x):

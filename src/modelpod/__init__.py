@@ -21,8 +21,8 @@ _EXPORTS = {
     "MissingDependencyError": "modelpod.errors",
     "InputError": "modelpod.errors",
     "InferenceError": "modelpod.errors",
-    "Spec": "modelpod.spec",
-    "load_spec": "modelpod.spec",
+    "Spec": "modelpod.specfile",
+    "load_spec": "modelpod.specfile",
     "Signature": "modelpod.signature",
     "TensorSpec": "modelpod.signature",
     "Runtime": "modelpod.runtimes",
@@ -59,8 +59,8 @@ if TYPE_CHECKING:
     from modelpod.runtimes import load_runtime as load_runtime
     from modelpod.signature import Signature as Signature
     from modelpod.signature import TensorSpec as TensorSpec
-    from modelpod.spec import Spec as Spec
-    from modelpod.spec import load_spec as load_spec
+    from modelpod.specfile import Spec as Spec
+    from modelpod.specfile import load_spec as load_spec
 
 
 __getattr__ = lazy_attributes(__name__, _EXPORTS, globals())

@@ -9,16 +9,22 @@
     ├── InferenceError          the model raised while predicting
     │
     │   defined where they are raised (imported only by the layers that raise or catch them):
-    ├── server.batcher.QueueFullError      the batcher's queue holds server.max_queue requests (503)
-    ├── server.batcher.DeadlineError       no answer within server.request_timeout_s (504)
-    ├── server.batcher.DrainingError       the server is shutting down (503)
-    ├── build.errors.BuildContextError     the build context cannot be rendered from the spec
-    ├── build.errors.EngineError           a container engine command failed
+    ├── server.scheduling.errors.SchedulingError   a scheduler (batcher, generation engine) did not run it
+    │   ├── QueueFullError                     server.max_queue requests wait already (503)
+    │   ├── DeadlineError                      not done within server.request_timeout_s (504)
+    │   ├── DrainingError                      the server is shutting down (503)
+    │   └── OverBudgetError                    longer than the context or the KV-cache budget (400)
+    ├── server.http.errors.ApiError        an HTTP answer with its HTTPStatus; server/http/errors.py maps
+    │                                      every error above and below to one, in one place
+    ├── server.http.errors.TooLarge        more items or JSON values than a request may carry (413)
+    ├── server.http.errors.ProtocolError   a request that breaks its protocol's format (400)
+    ├── images.errors.BuildContextError    the build context cannot be rendered from the spec
+    ├── images.errors.EngineError          a container engine command failed
     │   ├── EngineNotFoundError                no docker, podman or buildah executable
     │   ├── EngineUnreachableError             the executable is there, its daemon does not answer
     │   ├── ImageBuildError                    the build failed (its last output lines)
     │   └── PushError                          the registry refused the image, or no digest came back
-    ├── build.errors.SmokeTestError        the built image failed its smoke test (container log lines)
+    ├── images.errors.SmokeTestError       the built image failed its smoke test (container log lines)
     ├── deploy.render.RenderError          the spec or arguments cannot be rendered into manifests
     ├── deploy.cluster.DeployError         a release operation on a cluster failed
     │   ├── ClusterError                       the Kubernetes API refused a call or was unreachable

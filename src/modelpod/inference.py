@@ -6,10 +6,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelpod import contract
 from modelpod.errors import InferenceError, ModelpodError
 from modelpod.predictor import Predictor
-from modelpod.spec.example_answers import compare_outputs, example_outputs, example_request, to_json
-from modelpod.spec.resolved import Example, Spec
+from modelpod.specfile.example_answers import compare_outputs, example_outputs, example_request, to_json
+from modelpod.specfile.resolved import Example, Spec
 
 # tokens a chat example generates when it does not say
 _CHAT_MAX_TOKENS = 64
@@ -66,9 +67,9 @@ def post_example(url: str, example: Example, *, timeout: float) -> dict[str, Any
 
 def post_predict(url: str, inputs: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
     """POST one item to a server's /predict and return its outputs."""
-    outputs: dict[str, Any] = _post(url.rstrip("/") + "/predict", {"inputs": dict(inputs)}, timeout=timeout)[
-        "outputs"
-    ]
+    outputs: dict[str, Any] = _post(
+        url.rstrip("/") + contract.PREDICT, {"inputs": dict(inputs)}, timeout=timeout
+    )["outputs"]
     return outputs
 
 

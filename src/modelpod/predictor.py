@@ -17,7 +17,7 @@ from modelpod.errors import InferenceError
 from modelpod.runtimes import load_runtime
 from modelpod.runtimes.base import Batch, Runtime
 from modelpod.signature import Signature
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 
 class Predictor:

@@ -14,10 +14,10 @@ from modelpod.errors import MissingDependencyError, SpecError, SpecIssue
 from modelpod.runtimes import load_runtime, sample_batch
 from modelpod.runtimes.base import SignatureUnknownError
 from modelpod.signature import Signature, TensorSpec
-from modelpod.spec.formats import detect_format
-from modelpod.spec.load import PLACEHOLDER_MARK
-from modelpod.spec.model import FORMATS
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.formats import detect_format
+from modelpod.specfile.load import PLACEHOLDER_MARK
+from modelpod.specfile.model import FORMATS
+from modelpod.specfile.resolved import ResolvedModel
 
 # An example request is written only when it is small enough to read in the file.
 _MAX_EXAMPLE_VALUES = 256

@@ -20,7 +20,7 @@ import yaml
 from modelpod.bench import _deps
 from modelpod.bench.plot import figure
 from modelpod.errors import ModelpodError
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 from tests.server_process import ServerProcess
 
 PERCENTILES = {"p50", "p90", "p99", "p99_9", "mean", "max"}

@@ -9,7 +9,7 @@ import yaml
 
 from modelpod.bench.plan import Slo, cpu_quantity, make_plan, memory_quantity
 from modelpod.errors import ModelpodError
-from modelpod.spec.edit import set_profile
+from modelpod.specfile.edit import set_profile
 
 MIB = 1024 * 1024
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelpod.spec import Spec, load_spec, profile_names
+from modelpod.specfile import Spec, load_spec, profile_names
 
 # --- rendering (test_render*.py) -------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import respx
 from lightkube.config.kubeconfig import KubeConfig
 
 from modelpod.deploy.cluster import LightkubeCluster
-from modelpod.spec.resolved import Example
+from modelpod.specfile.resolved import Example
 
 BASE = "https://127.0.0.1:6443"
 Obj = dict[str, Any]

@@ -18,7 +18,7 @@ import pytest
 from modelpod.deploy.render import render_training_job
 from modelpod.deploy.rollout import Waiting
 from modelpod.deploy.training import JOB_NAME_LABEL, TrainingError, train_local, train_on_cluster
-from modelpod.spec import Spec, load_spec
+from modelpod.specfile import Spec, load_spec
 from tests.deploy.fake_api import GOOD, FakeApi, FakeClock
 
 

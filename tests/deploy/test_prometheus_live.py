@@ -43,7 +43,7 @@ import yaml
 from modelpod.bench.loadgen import Load, run_step
 from modelpod.bench.workload import Workload
 from modelpod.deploy.render import render_manifests
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 from tests.deploy.conftest import RENDER_IMAGE
 from tests.server_process import ServerProcess
 from tests.tools import need_tool

@@ -27,8 +27,8 @@ from modelpod.deploy.render import (
     to_yaml,
 )
 from modelpod.errors import ModelpodError, SpecError
-from modelpod.spec import Spec, load_spec
-from modelpod.spec.model import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN
+from modelpod.specfile import Spec, load_spec
+from modelpod.specfile.model import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN
 
 GOLDEN = Path(__file__).parent / "golden"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -182,7 +182,7 @@ def test_inflight_autoscaler_uses_the_servers_gauge(feature_specs: list[Spec], r
             },
         }
     ]
-    from modelpod.server.metrics import Metrics
+    from modelpod.server.core.metrics import Metrics
 
     exported = Metrics("features", 4).registry.get_sample_value(
         "modelpod_inflight_requests", {"model": "features"}
@@ -193,7 +193,7 @@ def test_inflight_autoscaler_uses_the_servers_gauge(feature_specs: list[Spec], r
 def test_alert_and_dashboard_queries_name_metrics_the_server_exports(
     feature_specs: list[Spec], render_image: str
 ) -> None:
-    from modelpod.server.metrics import Metrics
+    from modelpod.server.core.metrics import Metrics
 
     metrics = Metrics("features", 4)
     metrics.observe_request("/predict", 200, 0.01)

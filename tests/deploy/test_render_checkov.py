@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpod.deploy.render import render_manifests, render_training_job, to_yaml
-from modelpod.spec import Spec
+from modelpod.specfile import Spec
 from tests.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import yaml
 
 from modelpod.deploy.render import render_kustomize, render_manifests
 from modelpod.deploy.render.kustomize import json_patch
-from modelpod.spec import load_spec, profile_names
+from modelpod.specfile import load_spec, profile_names
 from tests.tools import need_tool
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from modelpod.deploy.render import render_manifests, render_training_job
-from modelpod.spec import Spec
+from modelpod.specfile import Spec
 
 Pod = dict[str, Any]  # a PodSpec (the InferenceService predictor carries two more fields, ignored here)
 

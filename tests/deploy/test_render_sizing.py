@@ -11,7 +11,7 @@ from typing import Any
 
 from modelpod.deploy.render import render_manifests
 from modelpod.deploy.render.sizing import MIB, RUNTIME_BYTES
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 from tests.deploy.conftest import RENDER_IMAGE
 
 # SmolLM2-135M's shape: 30 layers, 9 heads of 64 (576 wide), 3 KV heads, 8k context

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from modelpod.deploy.render import render_manifests, render_training_job
-from modelpod.spec import Spec
+from modelpod.specfile import Spec
 from tests.tools import need_tool
 
 VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from modelpod.deploy.render.rule_tests import RULES_FILE, rule_tests, rules_file
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 from tests.deploy.conftest import RENDER_IMAGE
 from tests.tools import need_tool
 

@@ -14,9 +14,9 @@ from modelpod.deploy.deployer import DeployOptions, RolloutFailed, deploy
 from modelpod.deploy.release import History
 from modelpod.deploy.render import parse_image, render_manifests
 from modelpod.deploy.rollout import Waiting
-from modelpod.spec import Spec, load_spec
-from modelpod.spec.example_answers import compare_outputs
-from modelpod.spec.model import Peer
+from modelpod.specfile import Spec, load_spec
+from modelpod.specfile.example_answers import compare_outputs
+from modelpod.specfile.model import Peer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 OPTIONS = DeployOptions(waiting=Waiting(timeout_s=300, interval_s=2), smoke_timeout_s=60)

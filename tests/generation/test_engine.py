@@ -14,13 +14,9 @@ from typing import Any
 
 import pytest
 
-from modelpod.server.generation.engine import (
-    GenerationEngine,
-    GenerationFailed,
-    GenerationLimits,
-    GenerationRequest,
-    QueueFullError,
-)
+from modelpod.errors import InferenceError
+from modelpod.server.scheduling.errors import DeadlineError, DrainingError, OverBudgetError, QueueFullError
+from modelpod.server.scheduling.generation import GenerationEngine, GenerationLimits, GenerationRequest
 
 pytestmark = pytest.mark.anyio
 WAIT_S = 10.0  # every wait on the engine is bounded
@@ -108,7 +104,12 @@ class Steps:
 
 
 def limits(**changes: int) -> GenerationLimits:
-    values = {"max_running": 16, "max_step_tokens": 1000, "max_context": 1000, "kv_budget": 10_000}
+    values = {
+        "max_running_sequences": 16,
+        "max_tokens_per_step": 1000,
+        "max_context_tokens": 1000,
+        "kv_cache_tokens": 10_000,
+    }
     values |= {"max_queue": 100} | changes
     return GenerationLimits(**values)
 
@@ -197,7 +198,7 @@ async def test_a_cancelled_sequence_is_freed_at_the_next_step(running: Running) 
 
 
 async def test_a_full_queue_refuses_and_the_waiting_one_runs_later(start: Callable[..., Running]) -> None:
-    running = start(max_running=1, max_queue=1)
+    running = start(max_running_sequences=1, max_queue=1)
     running.model.gate.clear()
     first = running.engine.submit(request((10,), max_tokens=2))
     await asyncio.to_thread(running.model.entered.wait, WAIT_S)
@@ -205,14 +206,14 @@ async def test_a_full_queue_refuses_and_the_waiting_one_runs_later(start: Callab
     assert running.engine.waiting == 1
     with pytest.raises(QueueFullError) as refused:
         running.engine.submit(request((30,), max_tokens=2))
-    assert refused.value.status == 503
+    assert "waiting for the model already" in refused.value.message
     running.model.gate.set()
     assert (await first.result())[0] == "t11 t12 "
     assert (await second.result())[0] == "t21 t22 "
 
 
 async def test_the_kv_budget_bounds_what_runs_together(start: Callable[..., Running]) -> None:
-    running = start(kv_budget=25)
+    running = start(kv_cache_tokens=25)
     # each reserves 2 prompt + 8 generated = 10 tokens: two fit in 25, the third waits
     handles = [running.engine.submit(request((1, 10 * (i + 1)), max_tokens=8)) for i in range(3)]
     await asyncio.gather(*(h.result() for h in handles))
@@ -220,7 +221,7 @@ async def test_the_kv_budget_bounds_what_runs_together(start: Callable[..., Runn
 
 
 async def test_prompts_join_within_the_step_token_budget(start: Callable[..., Running]) -> None:
-    running = start(max_step_tokens=5)
+    running = start(max_tokens_per_step=5)
     running.model.gate.clear()
     first = running.engine.submit(request((1, 2, 3, 4), max_tokens=4))
     await asyncio.to_thread(running.model.entered.wait, WAIT_S)
@@ -239,15 +240,14 @@ async def test_stop_strings_and_eos_finish_with_stop(running: Running) -> None:
     assert (await ignored.result())[1] == "length"
 
 
-async def test_a_request_past_its_deadline_fails_with_504(running: Running) -> None:
+async def test_a_request_past_its_deadline_fails(running: Running) -> None:
     running.model.gate.clear()
     handle = running.engine.submit(request((10,), max_tokens=50, timeout_s=0.05))
     await asyncio.to_thread(running.model.entered.wait, WAIT_S)
     await asyncio.sleep(0.1)
     running.model.gate.set()
-    with pytest.raises(GenerationFailed) as failed:
+    with pytest.raises(DeadlineError) as failed:
         await handle.result()
-    assert failed.value.status == 504
     assert "did not finish within 0.05 s" in failed.value.message
     await until(lambda: running.engine.running == 0)
 
@@ -255,15 +255,14 @@ async def test_a_request_past_its_deadline_fails_with_504(running: Running) -> N
 async def test_a_failing_decode_fails_its_sequences_and_the_engine_goes_on(running: Running) -> None:
     running.model.fail_next_decode = True
     handle = running.engine.submit(request((10,), max_tokens=5))
-    with pytest.raises(GenerationFailed) as failed:
+    with pytest.raises(InferenceError) as failed:
         await handle.result()
-    assert failed.value.status == 500
     assert "RuntimeError: out of memory" in failed.value.message
     assert await running.engine.submit(request((20,), max_tokens=1)).result() == ("t21 ", "length")
 
 
-async def test_abort_all_ends_running_and_waiting_with_503(start: Callable[..., Running]) -> None:
-    running = start(max_running=1)
+async def test_abort_all_ends_running_and_waiting_as_draining(start: Callable[..., Running]) -> None:
+    running = start(max_running_sequences=1)
     running.model.gate.clear()
     first = running.engine.submit(request((10,), max_tokens=50))
     await asyncio.to_thread(running.model.entered.wait, WAIT_S)
@@ -271,21 +270,20 @@ async def test_abort_all_ends_running_and_waiting_with_503(start: Callable[..., 
     running.engine.abort_all("shutting down")
     running.model.gate.set()
     for handle in (first, second):
-        with pytest.raises(GenerationFailed) as failed:
+        with pytest.raises(DrainingError) as failed:
             await handle.result()
-        assert (failed.value.status, failed.value.message) == (503, "shutting down")
+        assert failed.value.message == "shutting down"
 
 
 async def test_requests_that_can_never_run_are_refused_with_both_numbers(
     start: Callable[..., Running],
 ) -> None:
-    running = start(max_context=100, kv_budget=50)
-    with pytest.raises(GenerationFailed) as context:
+    running = start(max_context_tokens=100, kv_cache_tokens=50)
+    with pytest.raises(OverBudgetError) as context:
         running.engine.submit(request(range(90), max_tokens=20))
-    assert context.value.status == 400
     assert "context is 100 tokens, but the request needs 110 (90 in the prompt, 20 to generate)" in str(
         context.value
     )
-    with pytest.raises(GenerationFailed) as budget:
+    with pytest.raises(OverBudgetError) as budget:
         running.engine.submit(request(range(40), max_tokens=20))
     assert "budget of 50" in budget.value.message

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from modelpod.runtimes.generation_runtime import Sampling, TextGenerator
-from modelpod.server.generation.text import Detokenizer, StopMatcher
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.server.scheduling.text import Detokenizer, StopMatcher
+from modelpod.specfile.resolved import ResolvedModel
 
 torch = pytest.importorskip("torch")
 

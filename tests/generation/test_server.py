@@ -35,7 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Itera
     project = make_project(
         tmp_path_factory.mktemp("tiny"),
         smollm2_dir,
-        "generation: {max_running_sequences: 16}\nserver: {max_body_bytes: 64KiB}\n",
+        # /predict and v2 generate default_max_tokens: a random model rarely ends sooner, so keep it short
+        "generation: {max_running_sequences: 16, default_max_tokens: 32}\nserver: {max_body_bytes: 64KiB}\n",
     )
     with ServerProcess(project) as process:
         yield process

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 import modelpod
-from modelpod.build.context import ContextOptions, modelpod_wheel
-from modelpod.build.engine import Engine, connect
-from modelpod.build.errors import EngineError
-from modelpod.build.pipeline import BuildOptions, BuildResult, QuietReporter, build_image
-from modelpod.build.smoke import SmokeOptions
-from modelpod.spec import load_spec
+from modelpod.images.context import ContextOptions, modelpod_wheel
+from modelpod.images.engine import Engine, connect
+from modelpod.images.errors import EngineError
+from modelpod.images.pipeline import BuildOptions, BuildResult, QuietReporter, build_image
+from modelpod.images.smoke import SmokeOptions
+from modelpod.specfile import load_spec
 from tests.tools import require
 
 DEFAULT_BASE = "python:3.11-slim"

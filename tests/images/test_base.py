@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from modelpod.build.base import pin, resolve_base
-from modelpod.build.engine import Engine
-from modelpod.build.errors import EngineError
-from modelpod.build.pipeline import QuietReporter
-from modelpod.build.runner import Result
+from modelpod.images.base import pin, resolve_base
+from modelpod.images.engine import Engine
+from modelpod.images.errors import EngineError
+from modelpod.images.pipeline import QuietReporter
+from modelpod.images.runner import Result
 from tests.images.conftest import DEFAULT_BASE, docker
 
 DIGEST = "sha256:" + "ab" * 32

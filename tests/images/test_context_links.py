@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from modelpod import __version__
-from modelpod.build.context import ContextOptions, render_context
-from modelpod.build.errors import BuildContextError
 from modelpod.cli.app import app
-from modelpod.spec import load_spec
+from modelpod.images.context import ContextOptions, render_context
+from modelpod.images.errors import BuildContextError
+from modelpod.specfile import load_spec
 
 WHEEL = f"modelpod-{__version__}-py3-none-any.whl"
 SECRET = b"root:$6$secret-hash:19000:0:99999:7:::\n"
@@ -110,8 +110,8 @@ def test_a_broken_link_is_left_out_with_a_note(project: Path) -> None:
 
 
 def test_build_refuses_before_it_needs_an_engine(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelpod.build.engine import Engine
     from modelpod.cli import images
+    from modelpod.images.engine import Engine
 
     (project / "shadow").symlink_to(project.parent / "outside" / "shadow")
     monkeypatch.setattr(images, "connect_engine", lambda name: Engine("docker", "/bin/false"))
@@ -124,9 +124,9 @@ def test_build_refuses_before_it_needs_an_engine(project: Path, monkeypatch: pyt
 def test_build_keep_symlinks_option_reaches_the_context(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelpod.build import pipeline
-    from modelpod.build.engine import Engine
     from modelpod.cli import images
+    from modelpod.images import pipeline
+    from modelpod.images.engine import Engine
 
     seen = []
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from modelpod.build.doctor import Probe, check_buildkit, check_cluster, check_gpu, check_registry, run_checks
-from modelpod.build.engine import (
+from modelpod.images.doctor import Probe, check_buildkit, check_cluster, check_gpu, check_registry, run_checks
+from modelpod.images.engine import (
     BuildRequest,
     Engine,
     RunRequest,
@@ -25,10 +25,10 @@ from modelpod.build.engine import (
     push_argv,
     run_argv,
 )
-from modelpod.build.errors import EngineNotFoundError, EngineUnreachableError
-from modelpod.build.layers import HistoryEntry, cache_report, group_sizes, parse_history
-from modelpod.build.pipeline import image_ref, repository_of
-from modelpod.build.runner import Result
+from modelpod.images.errors import EngineNotFoundError, EngineUnreachableError
+from modelpod.images.layers import HistoryEntry, cache_report, group_sizes, parse_history
+from modelpod.images.pipeline import image_ref, repository_of
+from modelpod.images.runner import Result
 from tests.images.conftest import HOW_TO_GET_AN_ENGINE, docker_path
 from tests.tools import require
 
@@ -106,7 +106,7 @@ def test_image_references() -> None:
 
 
 def test_default_tag(digits_dir: Path) -> None:
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     spec = load_spec(digits_dir)
     assert image_ref(spec) == "digits:latest"

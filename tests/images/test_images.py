@@ -20,13 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelpod.build.engine import Engine, connect
-from modelpod.build.errors import EngineError
-from modelpod.build.pipeline import BuildResult, QuietReporter, push_image
-from modelpod.build.smoke import free_port
+from modelpod.images.engine import Engine, connect
+from modelpod.images.errors import EngineError
+from modelpod.images.pipeline import BuildResult, QuietReporter, push_image
+from modelpod.images.smoke import free_port
 from modelpod.inference import predict_examples
-from modelpod.spec import load_spec
-from modelpod.spec.load import spec_digest
+from modelpod.specfile import load_spec
+from modelpod.specfile.load import spec_digest
 from tests.images.conftest import copy_example, docker, docker_path
 from tests.tools import require
 
@@ -88,7 +88,7 @@ def test_digits_image_is_small_non_root_labelled_and_smoke_tested(digits_image: 
     assert config["ExposedPorts"] == {"8080/tcp": {}}
     assert config["Healthcheck"]["Test"][0] == "CMD"  # type: ignore[index]
     labels: dict[str, str] = config["Labels"]  # type: ignore[assignment]
-    assert labels["modelpod.spec.spec_digest"] == spec_digest(load_spec(directory))
+    assert labels["modelpod.specfile.spec_digest"] == spec_digest(load_spec(directory))
     assert labels["org.opencontainers.image.title"] == "digits"
     assert "org.opencontainers.image.created" in labels
     assert result.smoke is not None
@@ -283,8 +283,8 @@ def test_legacy_builder_builds_and_smoke_tests_digits(
     engine: Engine, digits_dir: Path, tmp_path: Path, session_wheel: Path
 ) -> None:
     # `engine`: skips (fails in CI) without a reachable engine, like every other image test
-    from modelpod.build.context import ContextOptions
-    from modelpod.build.pipeline import BuildOptions, build_image
+    from modelpod.images.context import ContextOptions
+    from modelpod.images.pipeline import BuildOptions, build_image
 
     legacy_client = "/usr/local/bin/docker"  # a newer client without buildx: the legacy builder
     require(Path(legacy_client).is_file(), "a docker client without buildx", "engine-up machines have one")
@@ -361,10 +361,10 @@ def test_modelpod_run_prints_the_url_and_stops_cleanly_on_ctrl_c_or_sigterm(
 def test_a_failing_smoke_test_explains_itself_and_blocks_the_push(
     fault: str, digits_image: Built, tmp_path: Path, session_wheel: Path, engine: Engine, registry: str
 ) -> None:
-    from modelpod.build.context import ContextOptions
-    from modelpod.build.errors import SmokeTestError
-    from modelpod.build.pipeline import BuildOptions, build_image
-    from modelpod.build.smoke import SmokeOptions
+    from modelpod.images.context import ContextOptions
+    from modelpod.images.errors import SmokeTestError
+    from modelpod.images.pipeline import BuildOptions, build_image
+    from modelpod.images.smoke import SmokeOptions
 
     directory = copy_example(digits_image[0], tmp_path / "digits")
     if fault == "wrong answer":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelpod.build.pipeline import BuildResult, QuietReporter
+from modelpod.images.pipeline import BuildResult, QuietReporter
 from tests.images.conftest import copy_example, docker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

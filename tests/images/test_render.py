@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import pytest
 
 from modelpod import __version__
-from modelpod.build.context import ContextOptions, dockerfile_inputs, render_context
-from modelpod.build.dockerfile import DockerfileInputs, layer_groups, render_dockerfile
-from modelpod.build.errors import BuildContextError
-from modelpod.build.lock import FORMAT_EXTRAS, lock_requirements, render_lock
 from modelpod.errors import SpecError
-from modelpod.spec import load_spec
-from modelpod.spec.load import spec_digest
+from modelpod.images.context import ContextOptions, dockerfile_inputs, render_context
+from modelpod.images.dockerfile import DockerfileInputs, layer_groups, render_dockerfile
+from modelpod.images.errors import BuildContextError
+from modelpod.images.lock import FORMAT_EXTRAS, lock_requirements, render_lock
+from modelpod.specfile import load_spec
+from modelpod.specfile.load import spec_digest
 from tests.tools import need_tool
 
 WHEEL = f"modelpod-{__version__}-py3-none-any.whl"
@@ -126,7 +126,7 @@ scikit-learn's digits data set." \\
       org.opencontainers.image.base.name="python:3.11-slim" \\
       modelpod.version="{version}" \\
       modelpod.model.format="onnx" \\
-      modelpod.spec.spec_digest="{digest}"
+      modelpod.specfile.spec_digest="{digest}"
 
 # Exec form: the server is PID 1 and receives SIGTERM itself (readiness 503, drain, exit 0).
 ENTRYPOINT ["python", "-m", "modelpod.server", "/app/modelpod.yaml"]
@@ -334,7 +334,7 @@ def test_hadolint_finds_nothing(digits_copy: Path, tmp_path: Path, variant: str)
 def test_the_wheel_built_from_the_source_tree_carries_the_dockerfile_template() -> None:
     import zipfile
 
-    from modelpod.build.context import modelpod_wheel
+    from modelpod.images.context import modelpod_wheel
 
     wheel = modelpod_wheel(300)
     assert wheel is not None, "modelpod should be installed (editable) from this source tree"
@@ -342,5 +342,5 @@ def test_the_wheel_built_from_the_source_tree_carries_the_dockerfile_template() 
         names = zipfile.ZipFile(wheel).namelist()
     finally:
         shutil.rmtree(wheel.parent)
-    assert "modelpod/build/templates/Dockerfile.j2" in names
+    assert "modelpod/images/templates/Dockerfile.j2" in names
     assert "modelpod/server/__main__.py" in names

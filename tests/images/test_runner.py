@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from modelpod.build.errors import EngineError
-from modelpod.build.runner import SubprocessRunner
+from modelpod.images.errors import EngineError
+from modelpod.images.runner import SubprocessRunner
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

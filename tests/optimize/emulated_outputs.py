@@ -15,7 +15,7 @@ import numpy as np
 
 from modelpod.optimize.inputs import batches, read_items
 from modelpod.predictor import Predictor
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 
 
 def main(directory: str, profile: str, items_file: str, out: str) -> None:

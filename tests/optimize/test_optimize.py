@@ -14,7 +14,7 @@ import pytest
 import tritonclient.http as triton
 
 from modelpod.inference import predict_examples
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 from tests.optimized_examples import copy_project, held_out_digits, run_optimize
 from tests.server_process import ServerProcess
 

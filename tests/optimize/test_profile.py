@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelpod.optimize.errors import OptimizeError
 from modelpod.optimize.profile import loosened_atol, write_profile
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 
 BASE = """\
 # the digits model
@@ -63,11 +62,15 @@ def test_an_earlier_optimized_profile_is_replaced_and_the_others_kept(spec_with_
     assert load_spec(path, "prod").resources.cpu == "2"
 
 
-def test_profiles_in_flow_style_are_refused_with_a_hint(spec_with_optimized_model):
-    path = spec_with_optimized_model(BASE + "profiles: {prod: {resources: {cpu: '2'}}}\n")
-    with pytest.raises(OptimizeError, match="block mapping"):
-        write_profile(path, "opt", "new", None)
-    assert path.read_text().endswith("profiles: {prod: {resources: {cpu: '2'}}}\n")
+def test_profiles_in_flow_style_stay_in_flow_style(spec_with_optimized_model):
+    path = spec_with_optimized_model(BASE + "profiles: {prod: {resources: {cpu: '2'}}}  # kept\n")
+    write_profile(path, "opt", "new", None)
+    assert path.read_text() == BASE + (
+        "profiles: {prod: {resources: {cpu: '2'}}, "
+        "optimized: {model: {path: opt, format: onnx, options: null}}}  # kept\n"
+    )
+    assert load_spec(path, "optimized").model.path == path.parent / "opt"
+    assert load_spec(path, "prod").resources.cpu == "2"
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ import pytest
 
 from modelpod.runtimes.base import Batch
 from modelpod.signature import Signature
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 
 @pytest.fixture(scope="session")

@@ -222,7 +222,7 @@ def test_a_text_classifier_is_not_offered_as_an_embedding_model(text_classifier_
 
     from tests.server.test_app import serving
 
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     spec_path = text_classifier_dir.parent / "modelpod.yaml"
     spec_path.write_text(f"name: sentiment\nmodel: {{path: {text_classifier_dir.name}}}\n")
@@ -246,9 +246,9 @@ def test_a_text_classifier_is_not_offered_as_an_embedding_model(text_classifier_
 
 
 def test_a_sentence_encoder_is_offered_as_an_embedding_model(minilm_dir):
-    from modelpod.server.openai_api import embedding_io, model_task
-    from modelpod.server.openapi import build_openapi
-    from modelpod.spec import load_spec
+    from modelpod.server.protocols.openai.embeddings import embedding_io, model_task
+    from modelpod.server.protocols.openapi import build_openapi
+    from modelpod.specfile import load_spec
 
     spec = load_spec(minilm_dir)
     runtime = load_runtime(spec.model)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelpod.spec import Spec, load_spec
+from modelpod.specfile import Spec, load_spec
 
 ECHO_DIR = Path(__file__).resolve().parents[1] / "models" / "echo"
 

@@ -1,4 +1,4 @@
-"""glibc's malloc thresholds (server/allocator.py): a block freed after one model call is reused by the
+"""glibc's malloc thresholds (server/http/allocator.py): a block freed after one model call is reused by the
 next one instead of being mapped again and faulted in page by page."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from modelpod.server.allocator import ENV, keep_freed_memory
+from modelpod.server.http.allocator import ENV, keep_freed_memory
 
 # 200 "calls" on a thread of their own, as the server runs its model, each holding six arrays of 2 and
 # 8 MB at once and freeing them, as a model does with its activations; prints the page faults they took
 _CALLS = """
 import resource, threading
 import numpy as np
-from modelpod.server.allocator import keep_freed_memory
+from modelpod.server.http.allocator import keep_freed_memory
 keep_freed_memory()
 def call():
     alive = [np.ones(n) for n in (250_000, 1_000_000, 1_000_000, 250_000, 1_000_000, 250_000)]

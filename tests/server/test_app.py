@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelpod.errors import ModelpodError
 from modelpod.server import create_app
-from modelpod.spec import Spec, load_spec
+from modelpod.specfile import Spec, load_spec
 from tests.server.conftest import with_server
 from tests.tools import need_tool
 

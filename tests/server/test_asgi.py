@@ -7,6 +7,7 @@ read, what a client that goes away leaves in the metrics, and what a handler's b
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -16,25 +17,29 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from modelpod.server.asgi import Call, InferenceRoute, Reply, ServerApp
-from modelpod.server.state import ApiError, ServerState
-from modelpod.server.transport import CoalescingTransport
+from modelpod.server.core.state import ServerState
+from modelpod.server.http.asgi import Call, InferenceRoute, Reply, ServerApp
+from modelpod.server.http.auth import BearerAuth
+from modelpod.server.http.errors import ApiError
+from modelpod.server.http.transport import CoalescingTransport
 from tests.server.conftest import with_server
 
 pytestmark = pytest.mark.anyio
 
 
-def app_with(spec: Any, *routes: InferenceRoute) -> ServerApp:
+def app_with(spec: Any, *routes: InferenceRoute) -> ServerApp[ServerState]:
     async def hello(request: Any) -> PlainTextResponse:
         return PlainTextResponse("hello")
 
-    return ServerApp(
-        ServerState(spec, auth_token=None), list(routes), Starlette(routes=[Route("/hello", hello)])
-    )
+    return ServerApp(ServerState(spec), list(routes), Starlette(routes=[Route("/hello", hello)]))
 
 
 async def call(
-    app: ServerApp, method: str, path: str, chunks: list[bytes], headers: dict[str, str] | None = None
+    app: ServerApp[ServerState],
+    method: str,
+    path: str,
+    chunks: list[bytes],
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request as a list of body chunks; returns (status, headers, body)."""
     scope = {
@@ -116,7 +121,7 @@ async def test_a_handler_bug_is_a_json_500_with_the_request_id_and_serving_goes_
 
 async def test_api_errors_keep_their_status_and_headers(echo_spec):
     async def refuse(call: Call) -> Reply:
-        raise ApiError(503, "busy", headers={"Retry-After": "1"})
+        raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "busy", headers={"Retry-After": "1"})
 
     app = app_with(echo_spec, InferenceRoute("/predict", refuse))
     status, headers, body = await call(app, "POST", "/predict", [b"{}"])
@@ -127,7 +132,7 @@ async def test_api_errors_keep_their_status_and_headers(echo_spec):
 
 
 async def test_a_request_without_the_token_is_refused_before_its_body_is_read(echo_spec):
-    state = ServerState(echo_spec, auth_token="s3cret")
+    state = ServerState(echo_spec, auth=BearerAuth("s3cret"))
     app = ServerApp(state, [InferenceRoute("/predict", echo_body)], Starlette())
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
     sent: list[Any] = []
@@ -158,7 +163,7 @@ async def test_a_client_that_goes_away_mid_body_is_counted_and_nothing_is_sent(e
     await asyncio.wait_for(app(scope, receive, send), timeout=10)
     assert sent == []
     assert requests_by_code(app) == {("/predict", "499"): 1.0}
-    assert app.state.inflight == 0
+    assert app.state.inflight.count == 0
 
 
 async def test_request_ids_are_distinct_and_metrics_are_by_template(echo_spec):
@@ -245,14 +250,14 @@ async def test_a_body_that_stops_coming_is_408_and_is_not_counted_in_flight_mean
 
     request = asyncio.ensure_future(app(scope, receive, send))
     await asyncio.sleep(0.05)
-    assert (app.state.inflight, app.state.working()) == (1, 0)
+    assert (app.state.inflight.count, app.state.inflight.working()) == (1, 0)
     await asyncio.wait_for(request, timeout=10)
     assert sent[0]["status"] == 408
     assert (b"connection", b"close") in sent[0]["headers"]
     assert orjson.loads(sent[1]["body"]) == {
         "error": "the request body did not arrive within 0.2s (server.body_timeout_s)"
     }
-    assert app.state.inflight == 0
+    assert app.state.inflight.count == 0
 
 
 async def test_when_the_server_stops_a_request_still_sending_its_body_gets_503(echo_spec):
@@ -269,7 +274,7 @@ async def test_when_the_server_stops_a_request_still_sending_its_body_gets_503(e
 
     request = asyncio.ensure_future(app(scope, receive, send))
     await asyncio.sleep(0.05)
-    app.state.bodies.stop_all()
+    app.state.inflight.bodies.stop_all()
     await asyncio.wait_for(request, timeout=10)
     assert sent[0]["status"] == 503
     assert orjson.loads(sent[1]["body"]) == {"error": "the server is shutting down"}

@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from modelpod.server import batcher as batcher_module
-from modelpod.server.batcher import Batcher, DeadlineError, DrainingError, QueueFullError
+from modelpod.server.scheduling import batcher as batcher_module
+from modelpod.server.scheduling.batcher import Batcher
+from modelpod.server.scheduling.errors import DeadlineError, DrainingError, QueueFullError
 
 pytestmark = pytest.mark.anyio
 

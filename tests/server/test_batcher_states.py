@@ -24,7 +24,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from modelpod.server.batcher import Batcher, DeadlineError, DrainingError, QueueFullError
+from modelpod.server.scheduling.batcher import Batcher
+from modelpod.server.scheduling.errors import DeadlineError, DrainingError, QueueFullError
 
 BAD = -1.0  # an item holding this value makes the model raise
 

@@ -1,5 +1,5 @@
-"""Connections that send nothing, send slowly or never finish, on real sockets (server/transport.py and
-server/body_watch.py): each is closed within its timeout, the connection limit holds while health
+"""Connections that send nothing, send slowly or never finish, on real sockets (server/http/transport.py and
+server/http/body_watch.py): each is closed within its timeout, the connection limit holds while health
 still answers, and the SIGTERM drain does not wait for a body that has not arrived."""
 
 from __future__ import annotations

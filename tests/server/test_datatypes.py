@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from modelpod.server.v2_codec import _to_binary, decode_request, encode_response
+from modelpod.server.protocols.v2.codec import _to_binary, decode_request, encode_response
 from modelpod.signature import DTYPE_NAMES, Signature, TensorSpec, numpy_dtype, v2_datatype
 
 

@@ -1,4 +1,4 @@
-"""Health as a state machine (`ServerState.set_health`) and the drain's wait for requests in flight."""
+"""Health as a state machine (`HealthState.move_to`) and the drain's wait for requests in flight."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import itertools
 
 import pytest
 
-from modelpod.server.state import Health, ServerState
+from modelpod.server.core.health import Health, HealthState
+from modelpod.server.http.inflight import InFlight
 
 pytestmark = pytest.mark.anyio
 
-# the machine drawn in server/state.py's docstring, written out again so that a change to the table
+# the machine drawn in server/core/health.py's docstring, written out again so that a change to the table
 # must be a change to this test too
 ALLOWED = {
     (Health.STARTING, Health.READY),
@@ -22,8 +23,8 @@ ALLOWED = {
 }
 
 
-def state_in(spec, health: Health) -> ServerState:
-    state = ServerState(spec, auth_token=None)
+def health_in(health: Health) -> HealthState:
+    state = HealthState()
     path = {
         Health.STARTING: [],
         Health.READY: [Health.READY],
@@ -32,43 +33,44 @@ def state_in(spec, health: Health) -> ServerState:
         Health.FAILED: [Health.FAILED],
     }[health]
     for step in path:
-        state.set_health(step)
+        state.move_to(step)
     return state
 
 
 @pytest.mark.parametrize(("current", "new"), list(itertools.product(Health, Health)))
-def test_health_moves_only_along_the_machine(echo_spec, current, new):
-    state = state_in(echo_spec, current)
+def test_health_moves_only_along_the_machine(current, new):
+    state = health_in(current)
     if current is new or (current, new) in ALLOWED:
-        state.set_health(new)
-        assert state.health is new
+        state.move_to(new)
+        assert state.now is new
     else:
         with pytest.raises(RuntimeError, match=f"from {current.value} to {new.value}"):
-            state.set_health(new)
-        assert state.health is current
+            state.move_to(new)
+        assert state.now is current
 
 
-def test_liveness_and_readiness_follow_health(echo_spec):
+def test_liveness_and_readiness_follow_health():
     for health in Health:
-        state = state_in(echo_spec, health)
+        state = health_in(health)
         assert state.live is (health in (Health.STARTING, Health.READY, Health.DRAINING))
         assert state.ready is (health is Health.READY)
 
 
-async def test_the_drain_wakes_when_the_last_request_ends(echo_spec):
-    state = ServerState(echo_spec, auth_token=None)
-    state.inflight = 2
-    waiting = asyncio.create_task(state.wait_idle(timeout=10))
+async def test_the_drain_wakes_when_the_last_request_ends():
+    inflight = InFlight(body_timeout_s=30)
+    inflight.started()
+    inflight.started()
+    waiting = asyncio.create_task(inflight.wait_idle(timeout=10))
     await asyncio.sleep(0)
-    state.request_finished()
+    inflight.finished()
     await asyncio.sleep(0)
     assert not waiting.done()  # one is still in flight
-    state.request_finished()
+    inflight.finished()
     assert await asyncio.wait_for(waiting, 1) is True
 
 
-async def test_the_drain_gives_up_at_its_budget(echo_spec):
-    state = ServerState(echo_spec, auth_token=None)
-    state.inflight = 1
-    assert await state.wait_idle(timeout=0.01) is False
-    assert await ServerState(echo_spec, auth_token=None).wait_idle(timeout=0) is True  # nothing in flight
+async def test_the_drain_gives_up_at_its_budget():
+    inflight = InFlight(body_timeout_s=30)
+    inflight.started()
+    assert await inflight.wait_idle(timeout=0.01) is False
+    assert await InFlight(body_timeout_s=30).wait_idle(timeout=0) is True  # nothing in flight

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelpod.spec import load_spec
-from modelpod.spec.resolved import Spec
+from modelpod.specfile import load_spec
+from modelpod.specfile.resolved import Spec
 from tests.server.conftest import with_server
 from tests.server.test_app import serving
 

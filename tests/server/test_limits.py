@@ -1,5 +1,5 @@
-"""What one request may cost (server/limits.py): items, JSON values and body bytes, checked before the
-body is parsed; and the memory release after a large request (server/allocator.py)."""
+"""What one request may cost (server/http/limits.py): items, JSON values and body bytes, checked before the
+body is parsed; and the memory release after a large request (server/http/allocator.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import asyncio
 import orjson
 import pytest
 
-from modelpod.server.allocator import ReleaseAfterLargeRequests
-from modelpod.server.limits import RequestLimits, count_json_values, json_values_limit
+from modelpod.server.http.allocator import ReleaseAfterLargeRequests
+from modelpod.server.http.limits import RequestLimits, count_json_values, json_values_limit
 from modelpod.signature import Signature, TensorSpec
-from modelpod.spec import load_spec
-from modelpod.spec.model import default_body_limit
-from modelpod.spec.resolved import Spec
+from modelpod.specfile import load_spec
+from modelpod.specfile.model import default_body_limit
+from modelpod.specfile.resolved import Spec
 from tests.server.conftest import with_server
 from tests.server.test_app import serving
 

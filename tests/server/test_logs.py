@@ -1,4 +1,4 @@
-"""The JSON log lines, and the access log's direct path (server/logs.py)."""
+"""The JSON log lines, and the access log's direct path (server/http/logs.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelpod.server import logs
-from modelpod.server.logs import AccessLog, JsonFormatter, configure_logging, request_id
+from modelpod.server.http import logs
+from modelpod.server.http.logs import AccessLog, JsonFormatter, configure_logging, request_id
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from modelpod.server.limits import RequestLimits
-from modelpod.spec import load_spec
+from modelpod.server.http.limits import RequestLimits
+from modelpod.specfile import load_spec
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 

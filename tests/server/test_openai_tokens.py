@@ -1,4 +1,5 @@
-"""Token usage of `/v1/embeddings` (server/openai_api.py): a long input is counted off the event loop."""
+"""Token usage of `/v1/embeddings` (server/protocols/openai/embeddings.py): a long input is counted off the
+event loop."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 
 import pytest
 
-from modelpod.server.openai_api import COUNT_IN_PLACE_CHARS, _count_tokens
+from modelpod.server.protocols.openai.embeddings import COUNT_IN_PLACE_CHARS, _count_tokens
 
 pytestmark = pytest.mark.anyio
 

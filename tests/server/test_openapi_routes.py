@@ -1,5 +1,5 @@
-"""`/openapi.json` is a hand-written document (server/openapi.py): its paths must be exactly the routes the
-app serves for the model, no more and no fewer.
+"""`/openapi.json` is a hand-written document (server/protocols/openapi.py): its paths must be exactly
+the routes the app serves for the model, no more and no fewer.
 
 A route counts as served when a request to it answers anything but 404: the app registers every
 protocol's routes, and those a model does not offer (embeddings on a classifier, chat on anything but a
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from modelpod.server.app import create_app
-from modelpod.spec import load_spec
+from modelpod.specfile import load_spec
 from tests.server.conftest import ECHO_DIR
 from tests.server_process import ServerProcess
 

@@ -1,5 +1,5 @@
 """The lock-free request metrics expose exactly what prometheus_client's own Histogram and Counter would
-for the same observations (server/request_stats.py)."""
+for the same observations (server/http/request_stats.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelpod.server.metrics import _LATENCY_BUCKETS, Metrics
-from modelpod.server.request_stats import DURATION, REQUESTS, RequestStats
+from modelpod.server.core.metrics import _LATENCY_BUCKETS, Metrics
+from modelpod.server.http.request_stats import DURATION, REQUESTS, RequestStats
 
 OBSERVATIONS = [
     ("/predict", 200, 0.0012),

@@ -2,7 +2,7 @@
 /openapi.json, every check, no failure.
 
 Configured to the documented behaviour in two places: the v2 schema describes one item of JSON data,
-narrower than what the server takes (server/openapi.py says why), and a 500 for outputs that are NaN
+narrower than what the server takes (server/protocols/openapi.py says why), and a 500 for outputs that are NaN
 or infinite is the documented answer (schemathesis_hooks.py). The seed is fixed, so a failure
 reproduces; `st run` with another seed explores further.
 """

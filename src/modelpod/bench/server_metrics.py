@@ -1,4 +1,4 @@
-"""The server's own view of a load step, from its /metrics before and after (server/metrics.py).
+"""The server's own view of a load step, from its /metrics before and after (server/core/metrics.py).
 
 A step's requests spend their time in the server either in the model (`modelpod_inference_duration_seconds`,
 one observation per batch, which every request of the batch waits through) or outside it: waiting in the
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from modelpod import contract as c
 
 Labels = frozenset[tuple[str, str]]
 
@@ -64,7 +66,7 @@ async def scrape(url: str, timeout: float) -> Snapshot | None:
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(url.rstrip("/") + "/metrics") as response,
+            session.get(url.rstrip("/") + c.METRICS) as response,
         ):
             if response.status != 200:
                 return None
@@ -93,11 +95,11 @@ def step_figures(before: Snapshot, after: Snapshot, path: str) -> dict[str, Any]
         return after.sum(name, **match) - before.sum(name, **match)
 
     seconds = max(after.taken - before.taken, 1e-9)
-    requests = delta("modelpod_request_duration_seconds_count", endpoint=endpoint)
-    batches = delta("modelpod_inference_duration_seconds_count")
-    rows = delta("modelpod_batch_size_sum")
-    mean_request = _ratio(delta("modelpod_request_duration_seconds_sum", endpoint=endpoint), requests)
-    mean_batch_time = _ratio(delta("modelpod_inference_duration_seconds_sum"), batches)
+    requests = delta(c.count_of(c.REQUEST_DURATION), endpoint=endpoint)
+    batches = delta(c.count_of(c.INFERENCE_DURATION))
+    rows = delta(c.sum_of(c.BATCH_SIZE))
+    mean_request = _ratio(delta(c.sum_of(c.REQUEST_DURATION), endpoint=endpoint), requests)
+    mean_batch_time = _ratio(delta(c.sum_of(c.INFERENCE_DURATION)), batches)
     figures: dict[str, Any] = {
         "requests": int(requests),
         "codes": _by_code(before, after, endpoint),
@@ -114,22 +116,22 @@ def step_figures(before: Snapshot, after: Snapshot, path: str) -> dict[str, Any]
         "cpu_cores": round(delta("process_cpu_seconds_total") / seconds, 3),
         "rss_bytes": int(max(before.get("process_resident_memory_bytes") or 0,
                              after.get("process_resident_memory_bytes") or 0)),
-        "rejected": {key: int(v) for key, v in _by_label(before, after, "modelpod_rejected_requests_total",
+        "rejected": {key: int(v) for key, v in _by_label(before, after, c.total(c.REJECTED_REQUESTS),
                                                           "reason").items() if v},
     }  # fmt: skip
-    tokens = delta("modelpod_generation_tokens_total")
-    if after.get("modelpod_generation_tokens_total") is not None:
+    tokens = delta(c.total(c.GENERATION_TOKENS))
+    if after.get(c.total(c.GENERATION_TOKENS)) is not None:
         figures["generation_tokens_per_s"] = round(tokens / seconds, 2)
-        ttft = _ratio(delta("modelpod_time_to_first_token_seconds_sum"),
-                      delta("modelpod_time_to_first_token_seconds_count"))  # fmt: skip
+        ttft_sum, ttft_count = c.sum_of(c.TIME_TO_FIRST_TOKEN), c.count_of(c.TIME_TO_FIRST_TOKEN)
+        ttft = _ratio(delta(ttft_sum), delta(ttft_count))
         figures["mean_ttft_ms"] = _ms(ttft)
     return figures
 
 
 def startup_figures(snapshot: Snapshot) -> dict[str, float | None]:
     return {
-        "startup_s": snapshot.get("modelpod_startup_seconds"),
-        "model_load_s": snapshot.get("modelpod_model_load_seconds"),
+        "startup_s": snapshot.get(c.STARTUP_SECONDS),
+        "model_load_s": snapshot.get(c.MODEL_LOAD_SECONDS),
     }
 
 
@@ -151,13 +153,13 @@ def _by_label(before: Snapshot, after: Snapshot, name: str, label: str, **match:
 
 
 def _by_code(before: Snapshot, after: Snapshot, endpoint: re.Pattern[str]) -> dict[str, int]:
-    counts = _by_label(before, after, "modelpod_requests_total", "code", endpoint=endpoint)
+    counts = _by_label(before, after, c.total(c.REQUESTS), "code", endpoint=endpoint)
     return {code: int(count) for code, count in sorted(counts.items()) if count}
 
 
 def _batch_sizes(before: Snapshot, after: Snapshot) -> dict[str, int]:
     """Batches by size range, from the cumulative buckets: {"1": n, "2": n, "3-4": n, ...}."""
-    cumulative = _by_label(before, after, "modelpod_batch_size_bucket", "le")
+    cumulative = _by_label(before, after, c.bucket(c.BATCH_SIZE), "le")
     bounds = sorted((float(le), count) for le, count in cumulative.items() if le != "+Inf")
     sizes, below, low = {}, 0.0, 1
     for bound, count in bounds:

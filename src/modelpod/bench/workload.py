@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelpod import contract
 from modelpod.errors import ModelpodError
 
-GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
+GENERATION_PATHS = (contract.CHAT_COMPLETIONS, contract.COMPLETIONS)
 MAX_REQUESTS_FILE_BYTES = 256 * 1024 * 1024
 
 

@@ -87,7 +87,7 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-# the formats `init --format` takes: spec/model.py's Format, which `modelpod --help` must not import
+# the formats `init --format` takes: specfile/model.py's Format, which `modelpod --help` must not import
 # (it imports numpy); tests/test_cli.py checks that the two agree
 ModelFormat = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "custom"]
 PortOption = Annotated[

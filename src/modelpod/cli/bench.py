@@ -94,8 +94,8 @@ def _workload(spec: Path | None, profile: str | None, requests: Path | None, end
 
     if requests is not None:
         return workload_from_file(requests, endpoint)
-    from modelpod.spec import load_spec
-    from modelpod.spec.example_answers import example_request
+    from modelpod.specfile import load_spec
+    from modelpod.specfile.example_answers import example_request
 
     resolved = load_spec(spec or Path(), profile, require_model=False)
     return workload_from_examples([example_request(example) for example in resolved.examples])
@@ -252,8 +252,8 @@ def plan_table(made: Plan, slo: Any) -> Table:
 
 
 def _write_profile(spec: Path, profile: str, made: Plan, *, yes: bool) -> None:
-    from modelpod.spec import find_spec_file, load_spec
-    from modelpod.spec.edit import set_profile
+    from modelpod.specfile import find_spec_file, load_spec
+    from modelpod.specfile.edit import set_profile
 
     source = find_spec_file(spec)
     old = source.read_text(encoding="utf-8")

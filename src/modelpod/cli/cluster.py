@@ -20,7 +20,7 @@ from modelpod.cli.base import ProfileOption, SpecPath, app, err, out
 if TYPE_CHECKING:
     from modelpod.deploy.cluster import Cluster
     from modelpod.deploy.rollout import Progress
-    from modelpod.spec.resolved import Spec
+    from modelpod.specfile.resolved import Spec
 
 NamespaceOption = Annotated[
     str | None, typer.Option("--namespace", "-n", help="Namespace; default: the spec's kubernetes.namespace.")
@@ -43,7 +43,7 @@ def connect(context: str | None) -> Cluster:
 
 def _release(spec_path: Path, profile: str | None, namespace: str | None) -> tuple[Spec, str]:
     """The spec (with --namespace in place of kubernetes.namespace, so everything renders there)."""
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     spec = load_spec(spec_path, profile, require_model=False)
     if namespace:

@@ -1,7 +1,7 @@
 """Commands build, run, push, doctor: container images. Importing this module registers them on the app.
 
 Each command parses flags, connects to the engine (`connect_engine`, which tests may replace), calls one
-library function from `modelpod.build` and prints. The library is imported inside the commands.
+library function from `modelpod.images` and prints. The library is imported inside the commands.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from rich.markup import escape
 from modelpod.cli.base import PortOption, ProfileOption, SpecPath, app, err, out
 
 if TYPE_CHECKING:
-    from modelpod.build.engine import Engine
-    from modelpod.build.pipeline import BuildResult
-    from modelpod.spec.resolved import Spec
+    from modelpod.images.engine import Engine
+    from modelpod.images.pipeline import BuildResult
+    from modelpod.specfile.resolved import Spec
 
-# what a --build-arg NAME may be (spec/patterns.py ENV_NAME_PATTERN; importing modelpod.spec here would
-# import numpy into `modelpod --help`)
+# what a --build-arg NAME may be (specfile/patterns.py ENV_NAME_PATTERN; importing modelpod.specfile
+# here would import numpy into `modelpod --help`)
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 EngineOption = Annotated[
@@ -39,7 +39,7 @@ EnvOption = Annotated[
 
 
 def connect_engine(name: str | None) -> Engine:
-    from modelpod.build.engine import connect
+    from modelpod.images.engine import connect
 
     return connect(name)
 
@@ -118,10 +118,10 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Hide the engine's output.")] = False,
 ) -> None:
     """Build a small, non-root image of the model; smoke-test it; optionally push it."""
-    from modelpod.build.context import ContextOptions
-    from modelpod.build.pipeline import BuildOptions, build_image, image_ref
-    from modelpod.build.smoke import SmokeOptions
-    from modelpod.spec import load_spec
+    from modelpod.images.context import ContextOptions
+    from modelpod.images.pipeline import BuildOptions, build_image, image_ref
+    from modelpod.images.smoke import SmokeOptions
+    from modelpod.specfile import load_spec
 
     resolved = load_spec(spec, profile)
     build_args = _pairs(build_arg, "--build-arg", allow_bare=True)
@@ -149,7 +149,7 @@ def build(
 def _print_build(result: BuildResult) -> None:
     from rich.table import Table
 
-    from modelpod.build.layers import human
+    from modelpod.images.layers import human
 
     table = Table(title=escape(result.image), show_edge=False)
     table.add_column("layer group")
@@ -177,7 +177,7 @@ def _print_build(result: BuildResult) -> None:
 
 
 def _image_for(spec_obj: Spec, image: str | None) -> str:
-    from modelpod.build.pipeline import image_ref, read_record
+    from modelpod.images.pipeline import image_ref, read_record
 
     if image:
         return image
@@ -197,8 +197,8 @@ def run_command(
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for ready.")] = 120.0,
 ) -> None:
     """Run the built image locally (hardened: read-only, no capabilities, uid 10001); Ctrl-C stops it."""
-    from modelpod.build.pipeline import RunOptions, require_built_image, run_image
-    from modelpod.spec import load_spec
+    from modelpod.images.pipeline import RunOptions, require_built_image, run_image
+    from modelpod.specfile import load_spec
 
     resolved = load_spec(spec, profile, require_model=False)
     connected = connect_engine(engine)
@@ -247,8 +247,8 @@ def push_command(
     timeout: Annotated[float, typer.Option(help="Seconds the push may take.")] = 1800.0,
 ) -> None:
     """Push the image to an OCI registry and print its digest reference."""
-    from modelpod.build.pipeline import push_image, record_push
-    from modelpod.spec import load_spec
+    from modelpod.images.pipeline import push_image, record_push
+    from modelpod.specfile import load_spec
 
     resolved = load_spec(spec, profile, require_model=False)
     connected = connect_engine(engine)
@@ -267,7 +267,7 @@ def doctor(
     """Check the environment: container engine, BuildKit, registry credentials, cluster context, GPU."""
     from rich.table import Table
 
-    from modelpod.build.doctor import run_checks
+    from modelpod.images.doctor import run_checks
 
     findings = run_checks(engine=engine, registry=registry)
     table = Table(show_edge=False)

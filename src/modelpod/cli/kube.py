@@ -64,7 +64,7 @@ def _rule_files(spec_path: Path, profile: str | None) -> dict[str, str]:
     import yaml
 
     from modelpod.deploy.render.rule_tests import RULES_FILE, rule_tests, rules_file
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     resolved = load_spec(spec_path, profile, require_model=False)
     if not resolved.kubernetes.monitoring.alerts:
@@ -79,7 +79,7 @@ def _render_files(
     spec_path: Path, profile: str | None, image: str, fmt: RenderFormat, allow_tag: bool
 ) -> dict[str, str]:
     from modelpod.deploy.render import Target, render_kustomize, render_manifests, to_yaml
-    from modelpod.spec import load_spec, profile_names
+    from modelpod.specfile import load_spec, profile_names
 
     if fmt == "kustomize":
         profiles = [profile] if profile else sorted({"dev", "staging", "prod", *profile_names(spec_path)})

@@ -44,7 +44,7 @@ def init(
 @app.command()
 def validate(spec: SpecPath = Path(), profile: ProfileOption = None) -> None:
     """Check modelpod.yaml: the base and every profile it defines (or only --profile)."""
-    from modelpod.spec import load_spec, profile_names
+    from modelpod.specfile import load_spec, profile_names
 
     profiles: list[str | None] = [profile] if profile else [None, *profile_names(spec)]
     for name in profiles:
@@ -63,7 +63,7 @@ def schema(
     ] = None,
 ) -> None:
     """Print the JSON schema of modelpod.yaml."""
-    from modelpod.spec import json_schema
+    from modelpod.specfile import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
@@ -86,7 +86,7 @@ def serve(
 
     exit_on_sigterm()  # a SIGTERM before the server is up ends it at once (server/stop_signal.py)
     from modelpod.server import serve as run_server
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     run_server(load_spec(spec, profile), host=host, port=port)
 
@@ -110,7 +110,7 @@ def predict(
 ) -> None:
     """Predict in-process, or against a server with --url; examples are checked against expected outputs."""
     from modelpod.inference import predict_examples, predict_inputs
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     resolved = load_spec(spec, profile, require_model=url is None)
     if inputs is not None:

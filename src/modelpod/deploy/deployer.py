@@ -21,7 +21,7 @@ from modelpod.deploy.release import History, Revision
 from modelpod.deploy.render.labels import INSTANCE, MANAGED_BY, MANAGED_BY_KEY, release_owner_labels
 from modelpod.deploy.rollout import Progress, Waiting, wait_for_rollout
 from modelpod.deploy.smoke import smoke_test
-from modelpod.spec.resolved import Example
+from modelpod.specfile.resolved import Example
 
 # Apply order: what others refer to comes first; a NetworkPolicy exists before the pods it protects.
 KIND_ORDER = {

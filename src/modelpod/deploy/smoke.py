@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from modelpod.deploy.cluster import Cluster, Manifest, ProxyResponse
 from modelpod.deploy.rollout import Waiting
-from modelpod.spec.example_answers import compare_outputs, example_outputs, example_request
-from modelpod.spec.resolved import Example
+from modelpod.specfile.example_answers import compare_outputs, example_outputs, example_request
+from modelpod.specfile.resolved import Example
 
 # Statuses with which the proxy says it reached no ready endpoint (yet).
 _NOT_SERVED = (502, 503, 504)

@@ -21,7 +21,7 @@ from modelpod.deploy.cluster import Cluster, ClusterError, Manifest, ObjectRef
 from modelpod.deploy.operations import stream_log
 from modelpod.deploy.rollout import FATAL_WAITING_REASONS, Waiting, container_problems, describe_pod
 from modelpod.errors import ModelpodError
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 _TAIL = 20

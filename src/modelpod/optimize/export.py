@@ -26,7 +26,7 @@ from modelpod.runtimes._onnx_text import TOKEN_INPUTS, TOKENIZER_FILE
 from modelpod.runtimes.base import require, sample_batch
 from modelpod.runtimes.onnx_runtime import MODEL_FILE
 from modelpod.signature import Signature
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 OPSET = 18
 

@@ -20,7 +20,7 @@ from modelpod.errors import InputError
 from modelpod.optimize.errors import OptimizeError
 from modelpod.runtimes.base import Batch
 from modelpod.signature import Signature
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 Item = dict[str, Any]
 

@@ -26,9 +26,9 @@ from modelpod.optimize.report import BATCH_SIZES, Speed, measure, size_on_disk
 from modelpod.predictor import Predictor
 from modelpod.runtimes.base import Batch
 from modelpod.signature import Signature
-from modelpod.spec.example_answers import compare_outputs
-from modelpod.spec.load import load_spec, read_spec
-from modelpod.spec.resolved import ResolvedModel, Spec
+from modelpod.specfile.example_answers import compare_outputs
+from modelpod.specfile.load import load_spec, read_spec
+from modelpod.specfile.resolved import ResolvedModel, Spec
 
 CHECK_BATCH = 32  # rows per call while checking
 DEFAULT_OUT = Path("model/optimized")

@@ -6,7 +6,7 @@ import importlib
 
 from modelpod.runtimes._threads import default_threads
 from modelpod.runtimes.base import BaseRuntime, Batch, Runtime, reconcile, sample_batch
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 # format -> module under modelpod.runtimes; each exposes load(model, threads) -> Runtime
 _MODULES = {

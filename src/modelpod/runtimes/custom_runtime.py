@@ -20,7 +20,7 @@ import numpy as np
 from modelpod.errors import InferenceError, ModelLoadError
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile
 from modelpod.signature import Signature
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 
 class CustomRuntime(BaseRuntime):

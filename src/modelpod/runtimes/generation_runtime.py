@@ -1,7 +1,7 @@
 """Causal language models from a transformers directory, for text generation.
 
 `TextGenerator` is the model, its tokenizer and three primitives that the server's scheduler
-(server/generation/engine.py) drives one step at a time on the model's thread:
+(server/scheduling/generation.py) drives one step at a time on the model's thread:
 
     prefill(prompts)   new sequences join the running batch; returns their next-token logits
     decode(tokens)     one token for every running sequence; returns the next-token logits of each
@@ -30,7 +30,7 @@ import numpy as np
 from modelpod.errors import ModelLoadError
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 SIGNATURE = Signature(
     inputs=(TensorSpec(name="prompt", dtype="string", shape=()),),

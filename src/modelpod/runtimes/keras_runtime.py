@@ -14,7 +14,7 @@ import numpy as np
 from modelpod.errors import ModelLoadError
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec, dtype_from_numpy
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 
 class KerasRuntime(BaseRuntime):

@@ -24,7 +24,7 @@ from modelpod.errors import ModelLoadError
 from modelpod.runtimes._onnx_text import TOKENIZER_FILE, TextFeeds, load_text_feeds
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 _ORT_DTYPES = {
     "tensor(bool)": "bool",

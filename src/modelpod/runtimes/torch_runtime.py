@@ -17,7 +17,7 @@ from modelpod.errors import InferenceError, ModelLoadError
 from modelpod.runtimes._pinning import pin_torch_threads
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 _TORCH_DTYPES = {
     "bool": "bool",

@@ -26,7 +26,7 @@ from modelpod.errors import ModelLoadError
 from modelpod.runtimes._pinning import pin_torch_threads
 from modelpod.runtimes.base import BaseRuntime, Batch, reconcile, require
 from modelpod.signature import Signature, TensorSpec
-from modelpod.spec.resolved import ResolvedModel
+from modelpod.specfile.resolved import ResolvedModel
 
 TASKS = ("embeddings", "text-classification", "text-generation")
 _TEXT = TensorSpec(name="text", dtype="string", shape=())

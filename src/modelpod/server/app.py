@@ -1,11 +1,11 @@
 """The ASGI app: routes of every protocol over one ServerState, start-up and shut-down.
 
-Inference routes are served on the direct path of `ServerApp` (server/asgi.py); the rest by Starlette.
+Inference routes are served on the direct path of `ServerApp` (server/http/asgi.py); the rest by Starlette.
 
 Start-up returns at once and loads the model on a worker thread (STARTING), so liveness answers while
 a large model loads; READY when it is loaded and warmed up, FAILED (with one log line) when it is not.
 Shut-down drains the batcher within the drain budget. A text-generation model runs under the generation
-engine (server/generation/) instead of the batcher, on the same one model thread.
+engine (server/scheduling/generation.py) instead of the batcher, on the same one model thread.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,18 +22,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from modelpod import contract
 from modelpod.errors import ModelpodError
 from modelpod.predictor import Predictor
 from modelpod.runtimes.generation_runtime import TextGenerator
-from modelpod.server import openai_api, openapi, protocol_v2, simple
-from modelpod.server.asgi import ServerApp
-from modelpod.server.batcher import Batcher, BatchStats, model_thread
-from modelpod.server.generation import routes as generation_routes
-from modelpod.server.generation.engine import GenerationEngine, GenerationLimits
-from modelpod.server.metrics import CONTENT_TYPE, GenerationMetrics
-from modelpod.server.responses import error_response
-from modelpod.server.state import ApiError, Health, ServerState
-from modelpod.spec.resolved import Spec
+from modelpod.server.core.health import Health
+from modelpod.server.core.metrics import CONTENT_TYPE, GenerationMetrics
+from modelpod.server.core.state import ServerState
+from modelpod.server.http.asgi import ServerApp
+from modelpod.server.http.auth import BearerAuth
+from modelpod.server.http.errors import ApiError
+from modelpod.server.http.responses import error_response
+from modelpod.server.protocols import openapi, simple
+from modelpod.server.protocols.openai import embeddings as openai_embeddings
+from modelpod.server.protocols.openai import generation as generation_routes
+from modelpod.server.protocols.v2 import routes as v2_routes
+from modelpod.server.scheduling.batcher import Batcher, BatchStats, model_thread
+from modelpod.server.scheduling.generation import GenerationEngine, GenerationLimits
+from modelpod.specfile.resolved import Spec
 
 log = logging.getLogger("modelpod.server")
 
@@ -47,10 +52,10 @@ def create_app(
     *,
     predictor: Predictor | None = None,
     on_failure: Callable[[], None] | None = None,
-) -> ServerApp:
+) -> ServerApp[ServerState]:
     """The app for `spec`. Pass a loaded `predictor` to skip loading (tests); `on_failure` runs when the
     model fails to load (the runner uses it to exit non-zero)."""
-    state = ServerState(spec, auth_token=_auth_token(spec))
+    state = ServerState(spec, auth=BearerAuth.from_environment(spec.server.auth_token_env))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -65,36 +70,23 @@ def create_app(
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     routes: list[Route] = [
-        *protocol_v2.routes(state),
-        *openai_api.routes(state),
+        *v2_routes.routes(state),
+        *openai_embeddings.routes(state),
         *openapi.routes(state),
-        Route("/metrics", metrics),
+        Route(contract.METRICS, metrics),
     ]
     others = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},  # type: ignore[dict-item]
+        exception_handlers={ApiError: _api_error_handler(state), HTTPException: _http_error},  # type: ignore[dict-item]
     )
     inference = [
         *simple.routes(state),
-        *protocol_v2.inference_routes(state),
-        *openai_api.inference_routes(state),
+        *v2_routes.inference_routes(state),
+        *openai_embeddings.inference_routes(state),
         *generation_routes.inference_routes(state),
     ]
     return ServerApp(state, inference, others)
-
-
-def _auth_token(spec: Spec) -> str | None:
-    variable = spec.server.auth_token_env
-    if variable is None:
-        return None
-    token = os.environ.get(variable, "")
-    if not token:
-        raise ModelpodError(
-            f"server.auth_token_env names {variable}, which is not set or empty",
-            hint=f"export {variable}=<token>, or remove server.auth_token_env to serve without a token",
-        )
-    return token
 
 
 async def _load(
@@ -143,10 +135,10 @@ def _start_engine(
     settings = state.spec.generation
     context = settings.max_context_tokens or model.max_context
     limits = GenerationLimits(
-        max_running=settings.max_running_sequences,
-        max_step_tokens=settings.max_tokens_per_step,
-        max_context=context,
-        kv_budget=settings.kv_budget(context),
+        max_running_sequences=settings.max_running_sequences,
+        max_tokens_per_step=settings.max_tokens_per_step,
+        max_context_tokens=context,
+        kv_cache_tokens=settings.kv_cache_tokens_for(context),
         max_queue=state.spec.server.max_queue,
     )
     metrics = GenerationMetrics(state.metrics)
@@ -164,7 +156,7 @@ def _start_engine(
 def _ready(state: ServerState, predictor: Predictor) -> None:
     state.predictor = predictor
     state.metrics.ready(predictor.load_seconds)
-    state.set_health(Health.READY)
+    state.health.move_to(Health.READY)
     log.info(
         "model %s ready (%s, loaded in %.2fs)",
         state.name,
@@ -175,7 +167,7 @@ def _ready(state: ServerState, predictor: Predictor) -> None:
 
 
 def _fail(state: ServerState, message: str, on_failure: Callable[[], None] | None) -> None:
-    state.set_health(Health.FAILED)
+    state.health.move_to(Health.FAILED)
     state.failure = message
     log.error("model %s failed to load: %s", state.name, message.replace("\n", " "))
     if on_failure is not None:
@@ -187,8 +179,8 @@ def _observe(state: ServerState, stats: BatchStats) -> None:
 
 
 async def _stop(state: ServerState) -> None:
-    if state.health is not Health.FAILED:
-        state.set_health(Health.DRAINING)
+    if state.health.now is not Health.FAILED:
+        state.health.move_to(Health.DRAINING)
     if state.engine is not None and state.engine_stopped is not None:
         # uvicorn has drained the requests (server/run.py); the engine ends its step and fails what is left
         state.engine.close()
@@ -200,13 +192,20 @@ async def _stop(state: ServerState) -> None:
                 "drain budget of %.1fs ran out; cancelling what is left", state.spec.server.drain_timeout_s
             )
         await state.batcher.close()
-    if state.health is not Health.FAILED:
-        state.set_health(Health.STOPPED)
+    if state.health.now is not Health.FAILED:
+        state.health.move_to(Health.STOPPED)
 
 
-async def _api_error(request: Request, exc: ApiError) -> Response:
-    # the OpenAI error shape is only for POST /v1/embeddings, answered by ServerApp's direct path
-    return error_response(exc.status, exc.message, exc.headers)
+def _api_error_handler(state: ServerState) -> Callable[[Request, ApiError], Awaitable[Response]]:
+    """Starlette's handler of ApiErrors on the routes it serves (ServerApp answers its own); a refusal
+    is counted as ServerApp counts it."""
+
+    async def answer(request: Request, exc: ApiError) -> Response:
+        if exc.reason is not None:
+            state.metrics.reject(exc.reason)
+        return error_response(exc.status, exc.message, exc.headers)
+
+    return answer
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

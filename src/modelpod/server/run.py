@@ -18,14 +18,15 @@ from types import FrameType
 import uvicorn
 
 from modelpod.errors import ModelpodError
-from modelpod.server.allocator import keep_freed_memory
 from modelpod.server.app import create_app
-from modelpod.server.asgi import ServerApp
-from modelpod.server.logs import configure_logging
-from modelpod.server.state import Health, ServerState
+from modelpod.server.core.health import Health
+from modelpod.server.core.state import ServerState
+from modelpod.server.http.allocator import keep_freed_memory
+from modelpod.server.http.asgi import ServerApp
+from modelpod.server.http.logs import configure_logging
+from modelpod.server.http.transport import guarded_protocol
 from modelpod.server.stop_signal import exit_now
-from modelpod.server.transport import guarded_protocol
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 log = logging.getLogger("modelpod.server")
 
@@ -40,29 +41,34 @@ class ModelServer(uvicorn.Server):
         self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.state.health is Health.FAILED:
+        if self.state.health.now is Health.FAILED:
             return  # already stopping, to exit 1 for the model that failed to load
-        if self._draining or self.state.health is not Health.READY:
+        if self._draining or self.state.health.now is not Health.READY:
             # a second signal, or nothing to drain: stop without waiting for the batch the drain waits on
             # or for a model still loading (stop_signal.py)
-            log.info("signal %d while %s: stopping now", sig, self.state.health.value, extra={"signal": sig})
+            log.info(
+                "signal %d while %s: stopping now", sig, self.state.health.now.value, extra={"signal": sig}
+            )
             exit_now(sig)
         self._draining = True
-        self.state.set_health(Health.DRAINING)
+        self.state.health.move_to(Health.DRAINING)
         log.info("signal %d: draining (readiness now 503)", sig, extra={"signal": sig})
         asyncio.get_event_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         budget = self.state.spec.server.drain_timeout_s
-        # requests whose body has not arrived are not waited for (server/body_watch.py)
-        if await self.state.wait_idle(budget):
+        # requests whose body has not arrived are not waited for (server/http/body_watch.py)
+        if await self.state.inflight.wait_idle(budget):
             log.info("drained: no request in flight")
         else:
             log.warning(
-                "drain budget of %.1fs ran out with %d requests in flight", budget, self.state.working()
+                "drain budget of %.1fs ran out with %d requests in flight",
+                budget,
+                self.state.inflight.working(),
             )
             await self._cut_generations()
-        self.state.bodies.stop_all()  # 503 to those still sending a body, before uvicorn cancels them
+        # 503 to those still sending a body, before uvicorn cancels them
+        self.state.inflight.bodies.stop_all()
         self.should_exit = True
 
     async def _cut_generations(self) -> None:
@@ -72,7 +78,7 @@ class ModelServer(uvicorn.Server):
         if engine is None:
             return
         engine.abort_all("the server is shutting down and its drain budget ran out; retry the request")
-        await self.state.wait_idle(_CLOSE_IDLE_SECONDS)
+        await self.state.inflight.wait_idle(_CLOSE_IDLE_SECONDS)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -86,7 +92,7 @@ class ModelServer(uvicorn.Server):
 def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> None:
     """Serve until SIGTERM; raises SystemExit(1) when the model fails to load."""
     configure_logging(spec.server.log_level)
-    tuned = keep_freed_memory()  # before the model allocates anything (server/allocator.py)
+    tuned = keep_freed_memory()  # before the model allocates anything (server/http/allocator.py)
     log.debug("malloc thresholds %s", "set" if tuned else "left as they were")
     _open_files_for(spec.server.max_connections)
     holder: list[ModelServer] = []
@@ -102,7 +108,7 @@ def serve(spec: Spec, *, host: str | None = None, port: int | None = None) -> No
     server = ModelServer(config, app.state)
     holder.append(server)
     server.run()
-    if app.state.health is Health.FAILED:
+    if app.state.health.now is Health.FAILED:
         raise SystemExit(1)
     if not server.started:
         raise ModelpodError(
@@ -153,14 +159,14 @@ def _open_files_for(connections: int) -> None:
         )
 
 
-def uvicorn_config(app: ServerApp, *, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(app: ServerApp[ServerState], *, host: str, port: int) -> uvicorn.Config:
     """How modelpod runs uvicorn (benchmarks/request_cost.py drives the same protocol)."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        # httptools, one write per response, connection timeouts and limit (server/transport.py)
+        # httptools, one write per response, connection timeouts and limit (server/http/transport.py)
         http=guarded_protocol(app.state.spec.server),
         ws="none",
         lifespan="on",
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     import os
     import sys
 
-    from modelpod.spec import load_spec
+    from modelpod.specfile import load_spec
 
     parser = argparse.ArgumentParser(prog="python -m modelpod.server", description=main.__doc__)
     parser.add_argument("spec", help="modelpod.yaml, or the directory holding it")

@@ -40,7 +40,7 @@ def exit_now(signum: int) -> NoReturn:
     thread (not sys.exit: the interpreter would wait for a model still loading or a batch still running)."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-    # the shape of server/logs.py's JSON lines
+    # the shape of server/http/logs.py's JSON lines
     line = (
         f'{{"ts":"{stamp}","level":"info","logger":"modelpod.server",'
         f'"msg":"signal {signum}: exiting now","signal":{signum}}}\n'

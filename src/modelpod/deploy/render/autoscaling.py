@@ -5,11 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from modelpod import contract
 from modelpod.deploy.render.image import ImageRef
 from modelpod.deploy.render.labels import metadata, selector_labels
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
-INFLIGHT_METRIC = "modelpod_inflight_requests"  # the server's gauge (server/metrics.py)
+INFLIGHT_METRIC = contract.INFLIGHT_REQUESTS
 
 
 def quantity(value: float) -> str:

@@ -14,7 +14,7 @@ from modelpod.deploy.render.pod import (
     resource_requirements,
     scratch_volumes,
 )
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 RUN_ID_LABEL = "modelpod.dev/run-id"
 OUTPUT_VOLUME = "output"

@@ -8,7 +8,7 @@ from modelpod.deploy.render.image import ImageRef
 from modelpod.deploy.render.labels import metadata
 from modelpod.deploy.render.pod import pod_spec, scratch_volumes
 from modelpod.deploy.render.workload import grace_period_s, server_annotations, server_container
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 
 def render_inference_service(spec: Spec, image: ImageRef) -> dict[str, Any]:

@@ -8,12 +8,13 @@ what `modelpod render --profile prod` gives, and an overlay shows at a glance wh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from modelpod.deploy.render import render_manifests
+from modelpod.deploy.render.manifests import render_manifests
 from modelpod.deploy.render.yaml_text import dump as _dump
-from modelpod.spec.load import load_spec
+from modelpod.specfile.load import load_spec
 
 KUSTOMIZATION = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
 ObjectKey = tuple[str, str, str]  # apiVersion, kind, name
@@ -101,3 +102,11 @@ def kustomize_tree(
         profiled = render_manifests(spec, image=image, allow_tag=allow_tag)
         files |= _overlay(base, profiled, f"overlays/{profile}")
     return files
+
+
+def render_kustomize(
+    spec_path: str | Path, *, profiles: Iterable[str], image: str, allow_tag: bool = False
+) -> dict[str, str]:
+    """Kustomize files (relative path -> text): base/ from the spec without a profile, and
+    overlays/<profile>/ holding only what that profile changes."""
+    return kustomize_tree(spec_path, profiles=list(profiles), image=image, allow_tag=allow_tag)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelpod.deploy.render.image import ImageRef
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 # Kubernetes' recommended label keys ("common labels")
 NAME = "app.kubernetes.io/name"

@@ -1,6 +1,6 @@
 """Prometheus Operator objects (ServiceMonitor or PodMonitor, PrometheusRule) and a Grafana dashboard.
 
-Queries use the metric names the server exports (server/metrics.py); prometheus_client adds `_total`
+Queries use the metric names the server exports (server/core/metrics.py); prometheus_client adds `_total`
 to counters and `_bucket` to histogram series.
 """
 
@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelpod import contract
 from modelpod.deploy.render.image import ImageRef
 from modelpod.deploy.render.labels import MONITORING, metadata, selector_labels
 from modelpod.deploy.render.workload import PORT_NAME
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 RATE_WINDOW = "5m"
+REQUESTS = contract.total(contract.REQUESTS)
+REJECTED = contract.total(contract.REJECTED_REQUESTS)
+DURATION_BUCKETS = contract.bucket(contract.REQUEST_DURATION)
+BATCH_BUCKETS = contract.bucket(contract.BATCH_SIZE)
 
 
 def _series(spec: Spec) -> str:
@@ -23,7 +28,7 @@ def _series(spec: Spec) -> str:
 
 def render_monitor(spec: Spec, image: ImageRef) -> dict[str, Any]:
     monitoring = spec.kubernetes.monitoring
-    endpoint = {"port": PORT_NAME, "path": "/metrics", "interval": monitoring.scrape_interval}
+    endpoint = {"port": PORT_NAME, "path": contract.METRICS, "interval": monitoring.scrape_interval}
     body: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(spec)},
         "namespaceSelector": {"matchNames": [spec.kubernetes.namespace]},
@@ -43,12 +48,10 @@ def render_monitor(spec: Spec, image: ImageRef) -> dict[str, Any]:
 def alert_rules(spec: Spec) -> list[dict[str, Any]]:
     m = spec.kubernetes.monitoring
     s, w = _series(spec), RATE_WINDOW
-    requests = f"sum(rate(modelpod_requests_total{{{s}}}[{w}]))"
-    errors = f'sum(rate(modelpod_requests_total{{{s},code=~"5.."}}[{w}]))'
-    p99 = (
-        f"histogram_quantile(0.99, sum by (le) (rate(modelpod_request_duration_seconds_bucket{{{s}}}[{w}])))"
-    )
-    rejected = f"sum(rate(modelpod_rejected_requests_total{{{s}}}[{w}]))"
+    requests = f"sum(rate({REQUESTS}{{{s}}}[{w}]))"
+    errors = f'sum(rate({REQUESTS}{{{s},code=~"5.."}}[{w}]))'
+    p99 = f"histogram_quantile(0.99, sum by (le) (rate({DURATION_BUCKETS}{{{s}}}[{w}])))"
+    rejected = f"sum(rate({REJECTED}{{{s}}}[{w}]))"
 
     def alert(name: str, expr: str, summary: str) -> dict[str, Any]:
         return {
@@ -81,17 +84,17 @@ def render_prometheus_rule(spec: Spec, image: ImageRef) -> dict[str, Any]:
 
 def dashboard(spec: Spec) -> dict[str, Any]:
     s, w = _series(spec), RATE_WINDOW
-    buckets = f"sum by (le) (rate(modelpod_request_duration_seconds_bucket{{{s}}}[{w}]))"
+    buckets = f"sum by (le) (rate({DURATION_BUCKETS}{{{s}}}[{w}]))"
     panels = [
-        ("Requests per second by code", [f"sum by (code) (rate(modelpod_requests_total{{{s}}}[{w}]))"]),
+        ("Requests per second by code", [f"sum by (code) (rate({REQUESTS}{{{s}}}[{w}]))"]),
         ("Latency p50 and p99 (s)",
          [f"histogram_quantile(0.5, {buckets})", f"histogram_quantile(0.99, {buckets})"]),
-        ("In-flight requests per pod", [f"sum by (pod) (modelpod_inflight_requests{{{s}}})"]),
-        ("Queue depth per pod", [f"sum by (pod) (modelpod_queue_depth{{{s}}})"]),
+        ("In-flight requests per pod", [f"sum by (pod) ({contract.INFLIGHT_REQUESTS}{{{s}}})"]),
+        ("Queue depth per pod", [f"sum by (pod) ({contract.QUEUE_DEPTH}{{{s}}})"]),
         ("Batch size p50",
-         [f"histogram_quantile(0.5, sum by (le) (rate(modelpod_batch_size_bucket{{{s}}}[{w}])))"]),
+         [f"histogram_quantile(0.5, sum by (le) (rate({BATCH_BUCKETS}{{{s}}}[{w}])))"]),
         ("Rejected per second by reason",
-         [f"sum by (reason) (rate(modelpod_rejected_requests_total{{{s}}}[{w}]))"]),
+         [f"sum by (reason) (rate({REJECTED}{{{s}}}[{w}]))"]),
     ]  # fmt: skip
     return {
         "title": f"modelpod: {spec.name}",

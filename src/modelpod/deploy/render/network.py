@@ -7,8 +7,8 @@ from typing import Any
 from modelpod.deploy.render.image import ImageRef
 from modelpod.deploy.render.labels import metadata, release_labels, selector_labels
 from modelpod.deploy.render.workload import PORT_NAME
-from modelpod.spec.model import Peer
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.model import Peer
+from modelpod.specfile.resolved import Spec
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace since Kubernetes 1.22
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelpod.spec.model import ResourcesSection
-from modelpod.spec.patterns import quantity_bytes
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.model import ResourcesSection
+from modelpod.specfile.patterns import quantity_bytes
+from modelpod.specfile.resolved import Spec
 
-# The image's non-root user, made by build/templates/Dockerfile.j2; a UID over 10000 stays clear of host users
+# The image's non-root user, made by images/templates/Dockerfile.j2; a UID over 10000 stays clear of
+# host users
 RUN_AS_USER = 10001
 APP_DIR = "/app"  # where the image holds the spec, the model and the user's code
 TMP_VOLUME = "tmp"

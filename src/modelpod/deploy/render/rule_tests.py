@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from modelpod import contract
 from modelpod.deploy.render.monitoring import alert_rules
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 RULES_FILE = "rules.yaml"
 _DURATION = re.compile(r"^([0-9]+)(ms|s|m|h)$")
@@ -50,8 +51,12 @@ def rule_tests(spec: Spec) -> dict[str, Any]:
     cases.append(
         _case("answers slower than the p99 limit", slow, minutes, spec, firing="ModelpodHighLatencyP99")
     )
-    rejected = [_counter("modelpod_rejected_requests_total", {**labels, "reason": "queue_full"}, minutes,
-                         2 * monitoring.max_rejected_per_s)]  # fmt: skip
+    refused = {**labels, "reason": "queue_full"}
+    rejected = [
+        _counter(
+            contract.total(contract.REJECTED_REQUESTS), refused, minutes, 2 * monitoring.max_rejected_per_s
+        )
+    ]
     cases.append(
         _case(
             "requests refused over the limit",
@@ -80,18 +85,19 @@ def _case(
 def _requests(
     labels: dict[str, str], minutes: int, *, ok_per_s: float, errors_per_s: float
 ) -> list[dict[str, str]]:
-    base = {**labels, "endpoint": "/predict"}
+    base = {**labels, "endpoint": contract.PREDICT}
+    requests = contract.total(contract.REQUESTS)
     return [
-        _counter("modelpod_requests_total", {**base, "code": "200"}, minutes, ok_per_s),
-        _counter("modelpod_requests_total", {**base, "code": "500"}, minutes, errors_per_s),
+        _counter(requests, {**base, "code": "200"}, minutes, ok_per_s),
+        _counter(requests, {**base, "code": "500"}, minutes, errors_per_s),
     ]
 
 
 def _latency(labels: dict[str, str], minutes: int, *, threshold: float, slow: bool) -> list[dict[str, str]]:
     """Request durations in two buckets around the p99 limit: every answer in the lower one (p99 about
     half the limit), or every answer in the upper one (p99 near four times it)."""
-    base = {**labels, "endpoint": "/predict"}
-    name = "modelpod_request_duration_seconds_bucket"
+    base = {**labels, "endpoint": contract.PREDICT}
+    name = contract.bucket(contract.REQUEST_DURATION)
     fast_le, slow_le = f"{threshold / 2:g}", f"{threshold * 4:g}"
     return [
         _counter(name, {**base, "le": fast_le}, minutes, 0.0 if slow else 1.0),

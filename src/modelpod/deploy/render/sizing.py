@@ -1,4 +1,4 @@
-"""A language model's pod, sized from the model (spec/footprint.py) rather than from a guess.
+"""A language model's pod, sized from the model (specfile/footprint.py) rather than from a guess.
 
 Memory: the weights as served, the KV-cache budget (`generation.kv_cache_tokens` at the model's bytes per
 token) and the Python runtime with torch and transformers loaded. A spec asking for less gets that much
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
-from modelpod.spec.model import ResourcesSection
-from modelpod.spec.patterns import quantity_bytes
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.model import ResourcesSection
+from modelpod.specfile.patterns import quantity_bytes
+from modelpod.specfile.resolved import Spec
 
 MIB = 1024 * 1024
 # a process with modelpod's server, torch, transformers and sentence-transformers imported and no model
@@ -30,7 +30,7 @@ def model_memory_bytes(spec: Spec) -> int | None:
     if footprint is None:
         return None
     context = spec.generation.max_context_tokens or footprint.context_tokens
-    kv_cache = spec.generation.kv_budget(context) * footprint.kv_bytes_per_token
+    kv_cache = spec.generation.kv_cache_tokens_for(context) * footprint.kv_bytes_per_token
     return footprint.weights_bytes + kv_cache + RUNTIME_BYTES
 
 

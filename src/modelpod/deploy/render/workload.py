@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from modelpod import contract
 from modelpod.deploy.render.image import ImageRef
 from modelpod.deploy.render.labels import checkov_skips, metadata, recommended_labels, selector_labels
 from modelpod.deploy.render.pod import (
@@ -14,12 +15,10 @@ from modelpod.deploy.render.pod import (
     scratch_volumes,
 )
 from modelpod.deploy.render.sizing import serving_resources, startup_budget_s
-from modelpod.spec.resolved import Spec
+from modelpod.specfile.resolved import Spec
 
 CONTAINER = "server"
 PORT_NAME = "http"
-LIVE_PATH = "/v2/health/live"
-READY_PATH = "/v2/health/ready"
 STARTUP_PERIOD_S = 5
 
 
@@ -46,10 +45,6 @@ def server_args(spec: Spec) -> list[str]:
     return args
 
 
-def model_ready_path(spec: Spec) -> str:
-    return f"/v2/models/{spec.name}/ready"
-
-
 def probes(spec: Spec) -> dict[str, Any]:
     """Three probes on three endpoints: startup waits for the model, readiness gates traffic, liveness
     restarts a stuck process.
@@ -67,13 +62,13 @@ def probes(spec: Spec) -> dict[str, Any]:
     budget = startup_budget_s(spec)
     return {
         "startupProbe": http(
-            model_ready_path(spec),
+            contract.model_path(contract.MODEL_READY, spec.name),
             periodSeconds=STARTUP_PERIOD_S,
             timeoutSeconds=2,
             failureThreshold=math.ceil(budget / STARTUP_PERIOD_S),
         ),
-        "readinessProbe": http(READY_PATH, periodSeconds=5, timeoutSeconds=2, failureThreshold=2),
-        "livenessProbe": http(LIVE_PATH, periodSeconds=10, timeoutSeconds=5, failureThreshold=3),
+        "readinessProbe": http(contract.READY, periodSeconds=5, timeoutSeconds=2, failureThreshold=2),
+        "livenessProbe": http(contract.LIVE, periodSeconds=10, timeoutSeconds=5, failureThreshold=3),
     }
 
 

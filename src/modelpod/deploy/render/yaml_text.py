@@ -24,5 +24,6 @@ def dump(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120)
 
 
-def dump_all(objects: Iterable[dict[str, Any]]) -> str:
+def to_yaml(objects: Iterable[dict[str, Any]]) -> str:
+    """Multi-document YAML, in the given order; multi-line strings as literal blocks."""
     return "---\n".join(dump(obj) for obj in objects)

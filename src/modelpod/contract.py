@@ -1,0 +1,72 @@
+"""The HTTP contract of a modelpod server: its route paths and its metric names, spelled once.
+
+The server serves these routes and exports these metrics; the Kubernetes renderer probes the routes and
+queries the metrics (probes, ServiceMonitor, alerts, dashboard, autoscaling), the image's HEALTHCHECK and
+smoke test wait on readiness, and `bench` reads the metrics. It sits at the bottom of the layers and
+imports nothing, so every layer can read it (docs/architecture.md).
+
+Metric names are the names a metric is declared with. Prometheus' exposition adds suffixes: `_total` to
+a counter's samples, `_bucket`, `_sum` and `_count` to a histogram's; queries use `total()`, `bucket()`,
+`sum_of()` and `count_of()`.
+"""
+
+from __future__ import annotations
+
+# --- routes ---------------------------------------------------------------------------------------
+LIVE = "/v2/health/live"  # the process works (liveness)
+READY = "/v2/health/ready"  # the model is loaded and the server takes traffic (readiness)
+SERVER_METADATA = "/v2"
+MODEL = "/v2/models/{name}"  # model metadata; `{name}/ready` and `{name}/infer` below it
+MODEL_READY = "/v2/models/{name}/ready"
+INFER = "/v2/models/{name}/infer"
+PREDICT = "/predict"
+METRICS = "/metrics"
+EMBEDDINGS = "/v1/embeddings"
+CHAT_COMPLETIONS = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+MODELS = "/v1/models"
+OPENAPI = "/openapi.json"
+DOCS = "/docs"
+
+
+def model_path(template: str, name: str) -> str:
+    """A model route for one model: `model_path(MODEL_READY, "digits")` -> `/v2/models/digits/ready`."""
+    return template.replace("{name}", name)
+
+
+# --- metrics (labels: model; and those named) -----------------------------------------------------
+REQUEST_DURATION = "modelpod_request_duration_seconds"  # histogram; endpoint, code
+REQUESTS = "modelpod_requests"  # counter; endpoint, code
+INFLIGHT_REQUESTS = "modelpod_inflight_requests"  # gauge
+QUEUE_DEPTH = "modelpod_queue_depth"  # gauge
+BUSY_INSTANCES = "modelpod_busy_instances"  # gauge
+BATCH_SIZE = "modelpod_batch_size"  # histogram, rows per model call
+INFERENCE_DURATION = "modelpod_inference_duration_seconds"  # histogram, one model call
+MODEL_LOAD_SECONDS = "modelpod_model_load_seconds"  # gauge
+STARTUP_SECONDS = "modelpod_startup_seconds"  # gauge
+REJECTED_REQUESTS = "modelpod_rejected_requests"  # counter; reason
+# text generation, named like vLLM's so that dashboards and autoscalers can treat both alike
+TIME_TO_FIRST_TOKEN = "modelpod_time_to_first_token_seconds"  # noqa: S105 - histogram, not a secret
+INTER_TOKEN_LATENCY = "modelpod_inter_token_latency_seconds"  # noqa: S105 - histogram, not a secret
+PROMPT_TOKENS = "modelpod_prompt_tokens"  # counter
+GENERATION_TOKENS = "modelpod_generation_tokens"  # counter
+RUNNING_SEQUENCES = "modelpod_running_sequences"  # gauge; the autoscaling signal with the next
+WAITING_SEQUENCES = "modelpod_waiting_sequences"  # gauge
+KV_CACHE_USAGE = "modelpod_kv_cache_usage_ratio"  # gauge, memory held against the budget
+STEP_TOKENS = "modelpod_step_tokens"  # histogram, tokens per engine step
+
+
+def total(counter: str) -> str:
+    return f"{counter}_total"
+
+
+def bucket(histogram: str) -> str:
+    return f"{histogram}_bucket"
+
+
+def sum_of(histogram: str) -> str:
+    return f"{histogram}_sum"
+
+
+def count_of(histogram: str) -> str:
+    return f"{histogram}_count"

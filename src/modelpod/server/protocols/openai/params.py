@@ -1,0 +1,227 @@
+"""The bodies of OpenAI's `POST /v1/chat/completions` and `POST /v1/completions`, checked.
+
+Every problem is a 400 naming the field, what it must be and what came. Fields modelpod does not
+implement (logprobs, tools, penalties, n > 1, ...) are refused by name rather than ignored, so a client
+never gets an answer computed differently from what it asked; fields that change nothing here (`user`,
+`metadata`, `store`, ...) and unknown ones are ignored, as OpenAI-compatible servers do.
+Defaults are OpenAI's: temperature 1, top_p 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Literal
+
+import orjson
+
+from modelpod.server.http.errors import ApiError
+from modelpod.server.http.limits import off_loop
+
+MAX_STOP_STRINGS = 4
+ROLES = ("system", "developer", "user", "assistant", "tool")
+# field -> the value that asks for nothing (any other value is refused)
+_UNSUPPORTED: dict[str, Any] = {
+    "logprobs": False,
+    "top_logprobs": None,
+    "tools": None,
+    "tool_choice": None,
+    "functions": None,
+    "function_call": None,
+    "logit_bias": None,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "best_of": 1,
+    "echo": False,
+    "suffix": None,
+    "audio": None,
+    "prediction": None,
+}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    kind: Literal["chat", "text"]
+    messages: tuple[Mapping[str, Any], ...] | None  # chat
+    prompt: str | tuple[int, ...] | None  # completions: text, or token ids
+    max_tokens: int | None  # None: the server's default
+    stop: tuple[str, ...]
+    temperature: float
+    top_p: float
+    seed: int | None
+    stream: bool
+    include_usage: bool
+    ignore_eos: bool  # vLLM's extension: generate max_tokens tokens whatever the model says (benchmarks)
+
+
+async def parse_body(raw: bytes | bytearray) -> dict[str, Any]:
+    """The JSON object of a request; a large body is parsed off the event loop (server/http/limits.py)."""
+    try:
+        body = await off_loop(len(raw), lambda: orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "expected a JSON object")
+    return body
+
+
+def parse_chat(body: Mapping[str, Any], model: str) -> GenerationParams:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            'messages must be a non-empty list, e.g. [{"role": "user", "content": "Hi"}]',
+        )
+    checked = tuple(_message(i, m) for i, m in enumerate(messages))
+    return _common(body, model, kind="chat", messages=checked, prompt=None)
+
+
+def parse_completion(body: Mapping[str, Any], model: str) -> GenerationParams:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]  # a list of one prompt
+    if isinstance(prompt, list) and prompt and all(_is_int(t) and t >= 0 for t in prompt):
+        return _common(body, model, kind="text", messages=None, prompt=tuple(prompt))
+    if not isinstance(prompt, str) or not prompt:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            "prompt must be a non-empty string or a list of token ids (one prompt per request)",
+        )
+    return _common(body, model, kind="text", messages=None, prompt=prompt)
+
+
+def _common(
+    body: Mapping[str, Any],
+    model: str,
+    *,
+    kind: Literal["chat", "text"],
+    messages: tuple[Mapping[str, Any], ...] | None,
+    prompt: str | tuple[int, ...] | None,
+) -> GenerationParams:
+    requested = body.get("model")
+    if requested is not None and requested != model:
+        raise ApiError(HTTPStatus.NOT_FOUND, f"model {requested!r} not found; this server serves {model!r}")
+    for name, neutral in _UNSUPPORTED.items():
+        value = body.get(name)
+        if value is not None and value != neutral and value != {} and value != []:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"{name} is not supported by this server; leave it out")
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"n must be 1 (one choice per request), not {n!r}")
+    format_ = body.get("response_format")
+    if format_ is not None and (not isinstance(format_, dict) or format_.get("type") != "text"):
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, 'response_format is not supported by this server beyond {"type": "text"}'
+        )
+    stream = _bool(body, "stream", default=False)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, 'stream_options must be an object such as {"include_usage": true}'
+        )
+    return GenerationParams(
+        kind=kind,
+        messages=messages,
+        prompt=prompt,
+        max_tokens=_max_tokens(body),
+        stop=_stop(body.get("stop")),
+        temperature=_number(body, "temperature", 1.0, low=0.0, high=2.0),
+        top_p=_number(body, "top_p", 1.0, low=0.0, high=1.0, low_open=True),
+        seed=_seed(body.get("seed")),
+        stream=stream,
+        include_usage=bool(stream and options and _bool(options, "include_usage", default=False)),
+        ignore_eos=_bool(body, "ignore_eos", default=False),
+    )
+
+
+def _message(index: int, message: Any) -> Mapping[str, Any]:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f'{where} must be an object {{"role": ..., "content": ...}}')
+    role = message.get("role")
+    if role not in ROLES:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, f"{where}.role must be one of {', '.join(ROLES)}, not {role!r}"
+        )
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: only text ones
+        texts = []
+        for j, part in enumerate(content):
+            text = part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
+            if not isinstance(text, str):
+                raise ApiError(
+                    HTTPStatus.BAD_REQUEST,
+                    f'{where}.content[{j}] must be a text part {{"type": "text", "text": ...}}',
+                )
+            texts.append(text)
+        content = "".join(texts)
+    if content is None and role == "assistant":
+        content = ""
+    if not isinstance(content, str):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"{where}.content must be a string or a list of text parts")
+    return {"role": "system" if role == "developer" else role, "content": content}
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):  # the newer name wins, as with OpenAI
+        value = body.get(name)
+        if value is None:
+            continue
+        if not _is_int(value) or value < 1:
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST, f"{name} must be a whole number of at least 1, not {value!r}"
+            )
+        return int(value)
+    return None
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, "stop must be a non-empty string or a list of non-empty strings"
+        )
+    if len(stops) > MAX_STOP_STRINGS:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, f"stop takes at most {MAX_STOP_STRINGS} strings, not {len(stops)}"
+        )
+    return tuple(stops)
+
+
+def _number(
+    body: Mapping[str, Any], name: str, default: float, *, low: float, high: float, low_open: bool = False
+) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"{name} must be a number, not {value!r}")
+    below = value <= low if low_open else value < low
+    if below or value > high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"{name} must be in {interval}, not {value!r}")
+    return float(value)
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value) or not -(2**63) <= value < 2**64:
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"seed must be a whole number, not {value!r}")
+    return int(value) % 2**63
+
+
+def _bool(body: Mapping[str, Any], name: str, *, default: bool) -> bool:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
