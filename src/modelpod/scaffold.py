@@ -33,8 +33,16 @@ class InitResult:
 
 
 def init_spec(
-    model_path: Path, *, output: Path, name: str | None = None, fmt: str | None = None, force: bool = False
+    model_path: Path,
+    *,
+    output: Path,
+    name: str | None = None,
+    fmt: str | None = None,
+    task: str | None = None,
+    force: bool = False,
 ) -> InitResult:
+    """Write a spec for `model_path` to `output`. `task` is the transformers task (`model.options.task`)
+    for a model whose config does not say it."""
     model_path = model_path.resolve()
     if not model_path.exists():
         raise SpecError(
@@ -66,9 +74,10 @@ def init_spec(
                 )
             ]
         )
-    signature, note, remarks = _read_signature(model_path, fmt)
+    options = {"task": task} if task else {}
+    signature, note, remarks = _read_signature(model_path, fmt, options)
     shown = model_path.relative_to(spec_dir).as_posix()  # relative: the project can move as a whole
-    text = render_spec(name or default_name(model_path), shown, fmt, signature, note, remarks)
+    text = render_spec(name or default_name(model_path), shown, fmt, signature, note, remarks, options)
     output.write_text(text, encoding="utf-8")
     return InitResult(output, fmt, note is None, note, remarks)
 
@@ -79,12 +88,19 @@ def default_name(model_path: Path) -> str:
     return name or "model"
 
 
-def _read_signature(model_path: Path, fmt: str) -> tuple[Signature, str | None, tuple[str, ...]]:
+def _read_signature(
+    model_path: Path, fmt: str, options: dict[str, str]
+) -> tuple[Signature, str | None, tuple[str, ...]]:
     """The model's signature, read by loading it; a placeholder and the reason when the model loads but
     does not describe itself (TorchScript), or its framework is not installed here. Any other load
     error (a file that cannot be served, such as a pickled state_dict) ends init with its message."""
     model = ResolvedModel(
-        path=model_path, format=fmt, class_name=None, signature=None, options={}, code_dir=model_path.parent
+        path=model_path,
+        format=fmt,
+        class_name=None,
+        signature=None,
+        options=options,
+        code_dir=model_path.parent,
     )
     try:
         runtime = load_runtime(model, threads=1)
@@ -111,6 +127,7 @@ def render_spec(
     signature: Signature,
     note: str | None,
     remarks: tuple[str, ...] = (),
+    options: dict[str, str] | None = None,
 ) -> str:
     def flow(data: object) -> str:
         return yaml.safe_dump(data, default_flow_style=True, sort_keys=False, width=10_000).strip()
@@ -128,6 +145,7 @@ def render_spec(
     )
     signature_comment += "".join(f"\n  # note: {remark}" for remark in remarks)
     example = _example_block(signature) if note is None else _NO_EXAMPLE
+    options_line = f"  options: {flow(options)}\n" if options else ""
     return f"""\
 # modelpod.yaml for {name}, written by `modelpod init`.
 # `modelpod validate` checks it; `modelpod schema` prints every key with its description.
@@ -135,7 +153,7 @@ name: {name}
 model:
   path: {json.dumps(rel_path)}
   format: {fmt}
-{signature_comment}
+{options_line}{signature_comment}
   signature:
     inputs:
 {tensor_lines(signature.inputs)}

@@ -25,12 +25,19 @@ def init(
     fmt: Annotated[
         ModelFormat | None, typer.Option("--format", help="Model format, when it cannot be detected.")
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="What a transformers model does, when its config does not say: text-generation, "
+            "embeddings or text-classification (written as model.options.task)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing spec.")] = False,
 ) -> None:
     """Write a commented modelpod.yaml for a model file (format and signature detected)."""
     from modelpod.scaffold import init_spec
 
-    result = init_spec(model, output=output, name=name, fmt=fmt, force=force)
+    result = init_spec(model, output=output, name=name, fmt=fmt, task=task, force=force)
     out.print(f"wrote {escape(str(result.path))} ({result.format} model)")
     for remark in result.remarks:
         err.print(f"[yellow]note:[/] {escape(remark)}")

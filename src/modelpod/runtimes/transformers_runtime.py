@@ -5,9 +5,11 @@ Tasks (`model.options.task`, detected when omitted):
   Option `normalize` (default false) scales embeddings to unit length.
 - `text-classification`: a transformers *ForSequenceClassification directory. Input `text`, outputs
   `probabilities` [num_labels] and `label` (the config's label name of the most probable class).
-- `text-generation`: a causal language model (*ForCausalLM), served through the OpenAI chat and
-  completions endpoints with continuous batching (runtimes/generation_runtime.py).
-Options for all: `device` ("cpu" by default), `max_length` (tokens; the model's limit by default).
+- `text-generation`: a causal language model (*ForCausalLM, or *LMHeadModel such as GPT-2), served
+  through the OpenAI chat and completions endpoints with continuous batching
+  (runtimes/generation_runtime.py).
+Options for all: `device` ("cpu" by default), `max_length` (tokens; the model's limit by default),
+`attn_implementation` (transformers' attention: "sdpa" by default, "eager" where a model needs it).
 
 Models load from the directory only: HF_HUB_OFFLINE is set so that nothing is fetched from a hub.
 """
@@ -153,7 +155,10 @@ def detect_task(path: Path) -> str | None:
     architectures = [str(a) for a in config.get("architectures") or []]
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "text-classification"
-    if any(a.endswith("ForCausalLM") for a in architectures):
+    # *LMHeadModel: the older name of a causal LM head (GPT2LMHeadModel, OpenAIGPTLMHeadModel, ...);
+    # an encoder-decoder with an LM head (T5WithLMHeadModel) is no causal LM
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    if causal and not config.get("is_encoder_decoder", False):
         return "text-generation"
     return None
 
@@ -175,7 +180,7 @@ def load(model: ResolvedModel, *, threads: int) -> BaseRuntime:
     if task not in TASKS:
         raise ModelLoadError(
             f"cannot serve {path.name} as task {task!r}" if task else f"cannot tell the task of {path.name}",
-            hint=f"set model.options.task to one of {', '.join(TASKS)}",
+            hint=f"set model.options.task to one of {', '.join(TASKS)} (`modelpod init --task`)",
         )
     device = str(model.options.get("device", "cpu"))
     max_length = model.options.get("max_length")
@@ -208,7 +213,11 @@ def _load_embeddings(
     st = require(
         "sentence_transformers", runtime="transformers", extra="transformers", package="sentence-transformers"
     )
-    encoder = st.SentenceTransformer(str(model.path), device=device, local_files_only=True)
+    attention = _attention_option(model)
+    model_kwargs = {"attn_implementation": attention} if attention else None
+    encoder = st.SentenceTransformer(
+        str(model.path), device=device, local_files_only=True, model_kwargs=model_kwargs
+    )
     if max_length:
         encoder.max_seq_length = int(max_length)
     # sentence-transformers 5.x renamed the method; older releases have only the first name
@@ -228,8 +237,9 @@ def _load_classifier(
 ) -> ClassificationRuntime:
     transformers = require("transformers", runtime="transformers", extra="transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model.path), local_files_only=True)
+    attention = _attention_option(model)
     classifier = transformers.AutoModelForSequenceClassification.from_pretrained(
-        str(model.path), local_files_only=True
+        str(model.path), local_files_only=True, **({"attn_implementation": attention} if attention else {})
     )
     classifier.to(device).eval()
     labels = classifier.config.num_labels
@@ -243,3 +253,10 @@ def _load_classifier(
     return ClassificationRuntime(
         torch, tokenizer, classifier, reconcile(model.signature, detected, fmt="transformers"), max_length
     )
+
+
+def _attention_option(model: ResolvedModel) -> str | None:
+    """`model.options.attn_implementation`: transformers' name of the attention to load the model with
+    ("eager", "sdpa", ...), for the models that need one; None leaves transformers' default."""
+    value = model.options.get("attn_implementation")
+    return str(value) if value else None

@@ -54,6 +54,9 @@ def routes(state: ServerState) -> list[Route]:
     """`GET /v1/models`, served by Starlette."""
 
     async def models(request: Request) -> Response:
+        # 503 until the model is ready: clients that wait on /v1/models (a common readiness check) must
+        # not start sending requests that would get 503s
+        gate.loaded(state)
         card = {"id": state.name, "object": "model", "created": state.started_at, "owned_by": "modelpod"}
         return JSONResponse({"object": "list", "data": [card]})
 
@@ -69,10 +72,12 @@ def inference_routes(state: ServerState) -> list[InferenceRoute]:
         names = embedding_io(predictor.signature, task)
         if names is None:
             what = f"a {task} model" if task else "not an embedding model"
+            routes = f"POST {contract.PREDICT} or POST {contract.model_path(contract.INFER, state.name)}"
+            if task == "text-generation":
+                routes = f"POST {contract.CHAT_COMPLETIONS} or POST {contract.COMPLETIONS} (or {routes})"
             raise ApiError(
                 HTTPStatus.NOT_FOUND,
-                f"model {state.name} is {what}: /v1/embeddings serves embedding models only; "
-                f"use POST /predict or POST /v2/models/{state.name}/infer",
+                f"model {state.name} is {what}: /v1/embeddings serves embedding models only; use {routes}",
             )
         input_name, output_name = names
 
