@@ -54,6 +54,8 @@ RUNNING_SEQUENCES = "modelpod_running_sequences"  # gauge; the autoscaling signa
 WAITING_SEQUENCES = "modelpod_waiting_sequences"  # gauge
 KV_CACHE_USAGE = "modelpod_kv_cache_usage_ratio"  # gauge, memory held against the budget
 STEP_TOKENS = "modelpod_step_tokens"  # histogram, tokens per engine step
+PREFIX_CACHE_QUERIES = "modelpod_prefix_cache_queries"  # counter, prompt tokens looked up
+PREFIX_CACHE_HITS = "modelpod_prefix_cache_hits"  # counter, prompt tokens found (not prefilled)
 
 
 def total(counter: str) -> str:

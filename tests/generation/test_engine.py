@@ -1,8 +1,9 @@
-"""The generation engine's scheduling, driven with a fake model whose every step the test can see and hold.
+"""The generation engine's scheduling, driven with a fake model whose every pass the test can see and hold.
 
-The fake model counts: the next token of a row is its last token plus one, token 0 is EOS, and a token
-reads as "t<id> ". Its `decode` can be held at a gate, so a test decides what is running and waiting
-when it checks, instead of racing a real model.
+The fake model counts: the next token of a sequence is its last token plus one, token 0 is EOS, and a
+token reads as "t<id> ". Its KV pool is a count of reserved tokens. Its forward pass can be held at a
+gate, so a test decides what is running and waiting when it checks, instead of racing a real model;
+every pass is recorded as its pieces: ("decode", 1) or ("prompt", tokens of the chunk).
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from modelpod.errors import InferenceError
+from modelpod.runtimes.generation_runtime import Piece
 from modelpod.server.scheduling.errors import DeadlineError, DrainingError, OverBudgetError, QueueFullError
-from modelpod.server.scheduling.generation import GenerationEngine, GenerationLimits, GenerationRequest
+from modelpod.server.scheduling.generation import GenerationEngine
+from modelpod.server.scheduling.generation_request import GenerationLimits, GenerationRequest
 
 pytestmark = pytest.mark.anyio
 WAIT_S = 10.0  # every wait on the engine is bounded
@@ -27,18 +31,25 @@ class FakeTokenizer:
         return "".join(f"t{i} " for i in ids)
 
 
+@dataclass(eq=False)
+class FakeKV:
+    prompt: tuple[int, ...]
+    reservation: int
+    reused: int = 0
+
+
 class FakeModel:
     eos_token_ids = frozenset({0})
 
     def __init__(self) -> None:
         self.tokenizer = FakeTokenizer()
-        self.rows: list[int] = []  # the last token of each row
-        self.decoded_rows: list[int] = []  # rows of every decode call
-        self.prefilled: list[int] = []  # prompts of every prefill call
+        self.capacity = 0
+        self.open: set[FakeKV] = set()
+        self.passes: list[list[tuple[str, int]]] = []
         self.gate = threading.Event()
         self.gate.set()
-        self.entered = threading.Event()  # set when a decode call starts
-        self.fail_next_decode = False
+        self.entered = threading.Event()  # set when a pass starts
+        self.fail_next_pass = False
 
     def chat_prompt(self, messages: Sequence[Any]) -> list[int]:
         return [1, 2, 3]
@@ -46,40 +57,52 @@ class FakeModel:
     def text_prompt(self, text: str) -> list[int]:
         return [int(word) for word in text.split()]
 
-    def start_batch(self, max_rows: int) -> None:
-        self.rows = []
+    def start_engine(self, pool_tokens: int, *, prefix_caching: bool) -> None:
+        self.capacity = pool_tokens
 
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> list[int]:
-        self.prefilled.append(len(prompts))
-        self.rows.extend(p[-1] for p in prompts)
-        return [p[-1] + 1 for p in prompts]
+    @property
+    def kv_capacity(self) -> int:
+        return self.capacity
 
-    def decode(self, tokens: Sequence[int]) -> list[int]:
+    @property
+    def kv_reserved(self) -> int:
+        return sum(kv.reservation for kv in self.open)
+
+    def open_sequence(self, prompt: Sequence[int], reservation: int) -> FakeKV | None:
+        if self.kv_reserved + reservation > self.capacity:
+            return None
+        kv = FakeKV(tuple(prompt), reservation)
+        self.open.add(kv)
+        return kv
+
+    def close_sequence(self, kv: FakeKV, tokens: Sequence[int]) -> None:
+        assert len(tokens) <= kv.reservation
+        self.open.discard(kv)
+
+    def forward(self, pieces: Sequence[Piece]) -> list[int]:
         self.entered.set()
         assert self.gate.wait(WAIT_S), "the test never opened the gate"
-        if self.fail_next_decode:
-            self.fail_next_decode = False
+        if self.fail_next_pass:
+            self.fail_next_pass = False
             raise RuntimeError("out of memory")
-        assert len(tokens) == len(self.rows)
-        self.decoded_rows.append(len(tokens))
-        self.rows = list(tokens)
-        return [t + 1 for t in tokens]
-
-    def remove(self, row: int) -> int | None:
-        last = len(self.rows) - 1
-        if row != last:
-            self.rows[row] = self.rows[last]
-        self.rows.pop()
-        return last if row != last else None
+        decode = [p for p in pieces if p.position >= len(p.kv.prompt)]
+        self.passes.append(
+            [("decode", 1) for _ in decode] + [("prompt", len(p.tokens)) for p in pieces if p not in decode]
+        )
+        return [p.tokens[-1] + 1 for p in pieces if p.logits]
 
     def clear(self) -> None:
-        self.rows = []
+        self.open.clear()
 
-    def sample(self, logits: list[int], sampling: Sequence[Any]) -> list[int]:
+    def sample(self, logits: list[int], sampling: Sequence[Any], histories: Sequence[Any]) -> list[int]:
         return list(logits)
 
-    def sampling(self, temperature: float, top_p: float, seed: int | None) -> None:
+    def sampling(self, **settings: Any) -> None:
         return None
+
+    def decodes(self) -> list[int]:
+        """Decode tokens in each pass."""
+        return [sum(1 for kind, _ in p if kind == "decode") for p in self.passes]
 
 
 class Steps:
@@ -93,7 +116,7 @@ class Steps:
     def next_token(self, seconds: float) -> None:
         pass
 
-    def prompt_tokens(self, count: int) -> None:
+    def prompt_tokens(self, count: int, cached: int) -> None:
         pass
 
     def generated_tokens(self, count: int) -> None:
@@ -162,10 +185,10 @@ async def test_concurrent_generations_share_decode_steps(running: Running) -> No
     results = await asyncio.gather(*(h.result() for h in [first, *others]))
     assert results[0] == ("t11 t12 t13 t14 t15 t16 ", "length")
     assert results[3] == ("t23 t24 t25 t26 t27 t28 ", "length")
-    # the seven joined together in one prefill, then all eight decoded in one pass
-    assert running.model.prefilled == [1, 7]
-    assert max(running.model.decoded_rows) == 8
-    assert max(running.steps.tokens) > 1
+    # the seven prompts ran in one pass beside the first's decode, then all eight decoded in one pass
+    assert running.model.passes[1] == [("decode", 1)] + [("prompt", 1)] * 7
+    assert max(running.model.decodes()) == 8
+    assert max(running.steps.tokens) == 8
 
 
 async def test_a_finished_sequence_leaves_and_a_new_one_joins_at_the_next_step(running: Running) -> None:
@@ -176,9 +199,8 @@ async def test_a_finished_sequence_leaves_and_a_new_one_joins_at_the_next_step(r
     running.model.gate.set()
     assert await short.result() == ("t201 t202 ", "length")
     await long.result()
-    rows = running.model.decoded_rows
-    # one row; two while the short one ran (its second token came from one shared decode); then one again
-    assert rows == [1, 2] + [1] * 9
+    # the long prompt; its decode beside the short prompt; both decoding; then the long one alone again
+    assert running.model.decodes() == [0, 1, 2] + [1] * 9
 
 
 async def test_a_cancelled_sequence_is_freed_at_the_next_step(running: Running) -> None:
@@ -190,10 +212,10 @@ async def test_a_cancelled_sequence_is_freed_at_the_next_step(running: Running) 
     handle.cancel()
     running.model.gate.set()
     await until(lambda: running.engine.running == 0)
-    decoded = len(running.model.decoded_rows)
+    passes = len(running.model.passes)
     other = running.engine.submit(request((5,), max_tokens=1))
     await other.result()
-    assert len(running.model.decoded_rows) == decoded  # the cancelled one decoded no more
+    assert running.model.passes[passes:] == [[("prompt", 1)]]  # the cancelled one decoded no more
     assert running.engine.kv_usage == 0
 
 
@@ -217,18 +239,26 @@ async def test_the_kv_budget_bounds_what_runs_together(start: Callable[..., Runn
     # each reserves 2 prompt + 8 generated = 10 tokens: two fit in 25, the third waits
     handles = [running.engine.submit(request((1, 10 * (i + 1)), max_tokens=8)) for i in range(3)]
     await asyncio.gather(*(h.result() for h in handles))
-    assert max(running.model.decoded_rows) == 2
+    assert max(running.model.decodes()) == 2
+    assert running.model.kv_reserved == 0
 
 
-async def test_prompts_join_within_the_step_token_budget(start: Callable[..., Running]) -> None:
-    running = start(max_tokens_per_step=5)
+async def test_a_long_prompt_is_prefilled_in_chunks_while_a_stream_keeps_decoding(
+    start: Callable[..., Running],
+) -> None:
+    running = start(max_tokens_per_step=4)
     running.model.gate.clear()
-    first = running.engine.submit(request((1, 2, 3, 4), max_tokens=4))
+    stream = running.engine.submit(request((1,), max_tokens=8))
     await asyncio.to_thread(running.model.entered.wait, WAIT_S)
-    others = [running.engine.submit(request((5, 6, 7), max_tokens=2)) for _ in range(2)]
+    long = running.engine.submit(request(range(100, 110), max_tokens=2))
     running.model.gate.set()
-    await asyncio.gather(*(h.result() for h in [first, *others]))
-    assert running.model.prefilled == [1, 1, 1]  # 3 + 3 tokens exceed 5: one prompt per step
+    assert await long.result() == ("t110 t111 ", "length")
+    await stream.result()
+    passes = running.model.passes
+    assert all(sum(n for _, n in p) <= 4 for p in passes)  # no pass over the step's token budget
+    # the 10-token prompt in chunks of 3, each beside the stream's decode token, then the last one
+    assert passes[1:5] == [[("decode", 1), ("prompt", 3)]] * 3 + [[("decode", 1), ("prompt", 1)]]
+    assert running.steps.tokens[1:5] == [4, 4, 4, 2]
 
 
 async def test_stop_strings_and_eos_finish_with_stop(running: Running) -> None:
@@ -252,8 +282,8 @@ async def test_a_request_past_its_deadline_fails(running: Running) -> None:
     await until(lambda: running.engine.running == 0)
 
 
-async def test_a_failing_decode_fails_its_sequences_and_the_engine_goes_on(running: Running) -> None:
-    running.model.fail_next_decode = True
+async def test_a_failing_pass_fails_its_sequences_and_the_engine_goes_on(running: Running) -> None:
+    running.model.fail_next_pass = True
     handle = running.engine.submit(request((10,), max_tokens=5))
     with pytest.raises(InferenceError) as failed:
         await handle.result()

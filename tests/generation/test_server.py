@@ -112,6 +112,16 @@ def test_the_sdk_streams_a_completion_and_a_stop_string_cuts_it(client: openai.O
         ({"temperature": 3}, openai.BadRequestError, "temperature must be in [0, 2]"),
         ({"stop": ["a", "b", "c", "d", "e"]}, openai.BadRequestError, "at most 4"),
         ({"logprobs": True}, openai.BadRequestError, "logprobs is not supported"),
+        # other servers' sampling fields that modelpod does not implement: refused by name, never ignored
+        ({"extra_body": {"typical_p": 0.5}}, openai.BadRequestError, "typical_p is not supported"),
+        (
+            {"extra_body": {"use_beam_search": True}},
+            openai.BadRequestError,
+            "use_beam_search is not supported",
+        ),
+        ({"extra_body": {"top_k": 1.5}}, openai.BadRequestError, "top_k must be a whole number"),
+        ({"extra_body": {"min_p": 2}}, openai.BadRequestError, "min_p must be in [0, 1]"),
+        ({"presence_penalty": 3}, openai.BadRequestError, "presence_penalty must be in [-2, 2]"),
         ({"max_tokens": 4090}, openai.BadRequestError, "context is 4096 tokens, but the request needs"),
         ({"model": "other"}, openai.NotFoundError, "model 'other' not found"),
     ],
@@ -123,6 +133,48 @@ def test_bad_requests_are_refused_in_openai_shape(
     with pytest.raises(error) as refused:
         client.chat.completions.create(**body)
     assert message in str(refused.value)
+
+
+def test_sampling_fields_are_honoured(client: openai.OpenAI, server: ServerProcess) -> None:
+    """top_k 1 at temperature 1 is the greedy answer; a stop token id ends the answer at that token; a
+    repetition penalty changes a greedy answer (the tiny model repeats one token)."""
+    prompt = "Once upon a time"
+    greedy = client.completions.create(model="tiny", prompt=prompt, max_tokens=12, **GREEDY)
+    top1 = client.completions.create(
+        model="tiny", prompt=prompt, max_tokens=12, temperature=1.0, extra_body={"top_k": 1}
+    )
+    assert top1.choices[0].text == greedy.choices[0].text
+    assert (greedy.choices[0].finish_reason, greedy.usage and greedy.usage.completion_tokens) == (
+        "length",
+        12,
+    )
+    first = greedy_token_ids(server.project / "model", prompt, 1)[0]
+    cut = client.completions.create(
+        model="tiny", prompt=prompt, max_tokens=12, temperature=0, extra_body={"stop_token_ids": [first]}
+    )
+    assert (cut.choices[0].finish_reason, cut.usage and cut.usage.completion_tokens) == ("stop", 1)
+    assert cut.choices[0].text == ""  # the stop token is not shown, as with EOS
+    penalised = client.completions.create(
+        model="tiny",
+        prompt=prompt,
+        max_tokens=12,
+        temperature=0,
+        extra_body={"ignore_eos": True, "repetition_penalty": 5.0},
+    )
+    assert penalised.choices[0].text != greedy.choices[0].text
+
+
+def greedy_token_ids(model_dir: Path, prompt: str, count: int) -> list[int]:
+    """The tokens the model generates greedily for `prompt`, by transformers in this process."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=count)
+    return [int(t) for t in out[0, ids.shape[1] :]]
 
 
 def test_a_prompt_longer_than_the_context_gets_400_with_both_numbers(server: ServerProcess) -> None:
@@ -298,3 +350,11 @@ def test_openapi_paths_are_the_served_routes_of_a_language_model(server: ServerP
     served = served_routes(server.url, "tiny", app_routes(server.project))
     assert {("POST", "/v1/chat/completions"), ("POST", "/v1/completions")} <= served
     assert documented_routes(server.url) == served
+
+
+def test_embeddings_on_a_language_model_names_the_generation_routes(server: ServerProcess) -> None:
+    answer = httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello"}, timeout=WAIT_S)
+    assert answer.status_code == 404
+    message = answer.json()["error"]["message"]
+    assert "a text-generation model" in message
+    assert "POST /v1/chat/completions or POST /v1/completions" in message

@@ -377,14 +377,19 @@ async def test_starting_state_while_the_model_loads(echo_spec, monkeypatch):
         live = await client.get("/v2/health/live")
         ready = await client.get("/v2/health/ready")
         predict = await client.post("/predict", json={"inputs": {"x": [1, 2]}})
+        models = await client.get("/v1/models")  # what OpenAI clients poll before their first request
         await wait_ready(client)
         after = await client.post("/predict", json={"inputs": {"x": [1, 2]}})
+        models_after = await client.get("/v1/models")
     assert live.status_code == 200
     assert ready.status_code == 503
     assert ready.json() == {"ready": False, "state": "starting"}
     assert predict.status_code == 503
     assert predict.headers["retry-after"] == "1"
+    assert (models.status_code, models.headers["retry-after"]) == (503, "1")
     assert after.status_code == 200
+    assert models_after.status_code == 200
+    assert models_after.json()["data"][0]["id"] == "echo"
 
 
 async def test_failed_load_turns_liveness_off(echo_spec, monkeypatch):

@@ -1,22 +1,27 @@
 """Causal language models from a transformers directory, for text generation.
 
-`TextGenerator` is the model, its tokenizer and three primitives that the server's scheduler
+`TextGenerator` is the model, its tokenizer and the primitives that the server's scheduler
 (server/scheduling/generation.py) drives one step at a time on the model's thread:
 
-    prefill(prompts)   new sequences join the running batch; returns their next-token logits
-    decode(tokens)     one token for every running sequence; returns the next-token logits of each
-    remove(row)        a finished sequence leaves; the last row moves into its place
+    start_engine(pool_tokens)   allocate the KV pool: the spec's whole budget, resident from then on
+    open_sequence(prompt, n)    a slab of n tokens for a new sequence, a cached prefix copied in (or None)
+    forward(pieces)             one packed pass: decode tokens and prompt chunks of many sequences
+    close_sequence(kv, tokens)  a sequence ended; its tokens stay as a cached prefix (prefix caching)
+    sample(logits, ...)         each row's next token (runtimes/_sampling.py)
 
-and `sample`, which picks each row's next token (greedy, or temperature and top-p with the sequence's
-own random generator). The keys and values live in `RowCache` (runtimes/_kv_rows.py).
+The keys and values live in a fixed pool (runtimes/_kv_slabs.py), shared out by runtimes/_kv_store.py,
+and the model runs with modelpod's own attention over it: sliding windows, hybrid local/global layers and
+logit soft-capping are computed as transformers computes them. A model whose attention does not run
+through transformers' attention interface, or needs what modelpod's attention does not implement
+(attention sinks, layers that are not attention), is refused at load with the reason, never served wrong.
 
 As a plain runtime (signature `prompt` -> `text`), `predict` generates greedily for each prompt on its
 own; `modelpod predict` uses that. The server never calls it: it schedules every request through the
 engine, /predict included.
 
-Options (`model.options`): `task: text-generation` (detected from the config's *ForCausalLM
-architecture), `device` ("cpu" by default, "cuda" for a GPU), `dtype` (default the config's, float32 on
-a CPU).
+Options (`model.options`): `task: text-generation` (detected from the config's *ForCausalLM or
+*LMHeadModel architecture), `device` ("cpu" by default, "cuda" for a GPU), `dtype` (default the
+config's, float32 on a CPU).
 """
 
 from __future__ import annotations
@@ -38,18 +43,24 @@ SIGNATURE = Signature(
 )
 # tokens `predict` generates for one prompt; the server's requests say their own
 PREDICT_MAX_TOKENS = 64
+# the kinds of layers modelpod's attention serves (config.layer_types)
+_ATTENTION_LAYERS = frozenset({"full_attention", "sliding_attention"})
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """How one sequence picks its tokens. temperature 0 is greedy; `generator` is its own random stream."""
+class Piece:
+    """One sequence's tokens in a packed pass, at `position` onwards; `logits`: its last token's next-token
+    logits are wanted (a decode token, or the last chunk of a prompt)."""
 
-    temperature: float = 0.0
-    top_p: float = 1.0
-    generator: Any = None
+    kv: Any  # the SequenceKV `open` gave
+    position: int
+    tokens: Sequence[int]
+    logits: bool
 
 
 class TextGenerator(BaseRuntime):
+    task = "text-generation"
+
     def __init__(
         self, torch: Any, model: Any, tokenizer: Any, signature: Signature, *, max_context: int
     ) -> None:
@@ -61,13 +72,18 @@ class TextGenerator(BaseRuntime):
         self.device = model.device
         self.eos_token_ids = _eos_ids(model, tokenizer)
         config = model.config.get_text_config(decoder=True)
-        self._heads = int(config.num_attention_heads)
-        self._kv_heads = int(getattr(config, "num_key_value_heads", None) or self._heads)
-        self._head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self._heads)
+        heads = int(config.num_attention_heads)
+        self._kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        self._head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
         self._layers = int(config.num_hidden_layers)
         # transformers 5.24 renamed the forward's `past_key_values` to `cache`
         self._cache_kwarg = "cache" if "cache" in _parameters(model.forward) else "past_key_values"
-        self._cache: Any = None
+        self.store: Any = None  # the engine's KVStore, made by start_engine
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        element = self._torch.empty((), dtype=self.model.dtype).element_size()
+        return 2 * self._layers * self._kv_heads * self._head_dim * int(element)
 
     # --- prompts and text ---------------------------------------------------------------------------
 
@@ -84,104 +100,46 @@ class TextGenerator(BaseRuntime):
 
     # --- the engine's primitives (model thread only) ----------------------------------------------------
 
-    def start_batch(self, max_rows: int) -> None:
-        """A new, empty running batch of up to `max_rows` sequences; buffers grow as sequences need."""
-        from modelpod.runtimes._kv_rows import RowCache
+    def start_engine(self, pool_tokens: int, *, prefix_caching: bool) -> None:
+        """Allocate the KV pool of `pool_tokens` tokens for the engine."""
+        self.store = self._new_store(pool_tokens, prefix_caching=prefix_caching)
 
-        self._cache = RowCache(
-            layers=self._layers,
-            kv_heads=self._kv_heads,
-            head_dim=self._head_dim,
-            max_rows=max_rows,
-            max_columns=self.max_context * 2 + 1,  # a row's own length plus another's left padding
-            dtype=self.model.dtype,
-            device=self.device,
-        )
+    def open_sequence(self, prompt: Sequence[int], reservation: int) -> Any:
+        """A slab of `reservation` tokens for a new sequence (its `reused` prompt tokens already hold their
+        keys and values), or None while the running sequences leave no room."""
+        return self.store.open(prompt, reservation)
 
-    @property
-    def rows(self) -> int:
-        return 0 if self._cache is None else int(self._cache.rows)
+    def close_sequence(self, kv: Any, tokens: Sequence[int]) -> None:
+        """A sequence ended; `tokens` are those whose keys and values its slab holds."""
+        self.store.close(kv, tokens)
 
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> Any:
-        """Add `prompts` as rows `[rows, rows + len(prompts))`; their next-token logits, one row each."""
-        cache = self._cache
-        longest = max(len(p) for p in prompts)
-        ids = self._torch.zeros((len(prompts), longest), dtype=self._torch.long)
-        for i, prompt in enumerate(prompts):
-            ids[i, longest - len(prompt) :] = self._torch.tensor(list(prompt), dtype=self._torch.long)
-        try:
-            inputs = cache.prepare_prefill([len(p) for p in prompts])
-            return self._forward(ids, inputs)
-        except BaseException:
-            for row in reversed(range(cache.rows - len(prompts), cache.rows)):
-                cache.remove(row)
-            raise
-
-    def decode(self, tokens: Sequence[int]) -> Any:
-        """One token for every running row, in row order; the next-token logits of each row."""
-        cache = self._cache
-        ids = self._torch.tensor([[t] for t in tokens], dtype=self._torch.long)
-        logits = self._forward(ids, cache.prepare_decode())
-        cache.advance()
-        return logits
-
-    def remove(self, row: int) -> int | None:
-        """Free `row`; returns the row that moved into its place (the former last row), or None."""
-        moved: int | None = self._cache.remove(row)
-        return moved
+    def forward(self, pieces: Sequence[Piece]) -> Any:
+        """One packed pass; the next-token logits [n, vocabulary] of the pieces that want them, in order."""
+        return _forward(self._torch, self.model, self.store.cache, pieces, self._cache_kwarg)
 
     def clear(self) -> None:
-        """Drop every row (after a failed step)."""
-        if self._cache is not None:
-            self._cache.clear()
+        """Free every slab (after a failed step)."""
+        if self.store is not None:
+            self.store.clear()
 
     @property
-    def kv_tokens_used(self) -> int:
-        return 0 if self._cache is None else int(self._cache.used_tokens)
+    def kv_capacity(self) -> int:
+        return 0 if self.store is None else int(self.store.capacity)
 
-    def sample(self, logits: Any, sampling: Sequence[Sampling]) -> list[int]:
-        """The next token of each row: argmax for greedy rows, else a draw from the temperature-scaled,
-        top-p-truncated distribution with the row's own generator."""
-        torch = self._torch
-        chosen: list[int] = logits.argmax(dim=-1).tolist()
-        for row, how in enumerate(sampling):
-            if how.temperature <= 0:
-                continue
-            probs = torch.softmax(logits[row].float() / how.temperature, dim=-1)
-            if how.top_p < 1.0:
-                sorted_probs, order = probs.sort(descending=True)
-                # keep the smallest set whose mass reaches top_p (the first token always stays)
-                outside = sorted_probs.cumsum(0) - sorted_probs >= how.top_p
-                sorted_probs[outside] = 0.0
-                pick = torch.multinomial(sorted_probs, 1, generator=how.generator)
-                chosen[row] = int(order[pick])
-            else:
-                chosen[row] = int(torch.multinomial(probs, 1, generator=how.generator))
-        return chosen
+    @property
+    def kv_reserved(self) -> int:
+        return 0 if self.store is None else int(self.store.reserved)
 
-    def sampling(self, temperature: float, top_p: float, seed: int | None) -> Sampling:
-        """How a sequence samples; a sampled one gets a random generator of its own (seeded if asked)."""
-        if temperature <= 0:
-            return Sampling()
-        generator = self._torch.Generator(device="cpu")
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        return Sampling(temperature, top_p, generator)
+    def sample(self, logits: Any, sampling: Sequence[Any], histories: Sequence[Any]) -> list[int]:
+        from modelpod.runtimes._sampling import sample
 
-    def _forward(self, ids: Any, inputs: Any) -> Any:
-        torch = self._torch
-        with torch.inference_mode():
-            output = self.model(
-                input_ids=ids.to(self.device),
-                position_ids=inputs.position_ids,
-                attention_mask=inputs.attention_mask,
-                use_cache=True,
-                logits_to_keep=1,
-                **{self._cache_kwarg: self._cache},
-            )
-            return output.logits[:, -1, :].float().cpu()
+        return sample(logits, sampling, histories)
+
+    def sampling(self, **settings: Any) -> Any:
+        """How a sequence samples (runtimes/_sampling.py `new_sampling`'s keywords)."""
+        from modelpod.runtimes._sampling import new_sampling
+
+        return new_sampling(**settings)
 
     # --- the plain runtime protocol -------------------------------------------------------------------
 
@@ -190,25 +148,83 @@ class TextGenerator(BaseRuntime):
         return {"text": np.asarray(texts, dtype=object)}
 
     def generate(self, prompt: Sequence[int], max_tokens: int) -> str:
-        """Greedy generation of one sequence, outside the server (`modelpod predict`, warm-up)."""
-        self.start_batch(1)
+        """Greedy generation of one sequence, outside the server (`modelpod predict`, warm-up), in a pool
+        of its own."""
+        max_tokens = max(1, min(max_tokens, self.max_context - len(prompt)))
+        store = self._new_store(len(prompt) + max_tokens, prefix_caching=False)
+        kv = store.open(prompt, len(prompt) + max_tokens)
         tokens: list[int] = []
-        try:
-            logits = self.prefill([prompt])
-            while True:
-                token = self.sample(logits, [Sampling()])[0]
-                if token in self.eos_token_ids:
-                    break
-                tokens.append(token)
-                if len(tokens) >= max_tokens or len(prompt) + len(tokens) >= self.max_context:
-                    break
-                logits = self.decode([token])
-        finally:
-            self.clear()
+        piece = Piece(kv, 0, list(prompt), logits=True)
+        while True:
+            logits = _forward(self._torch, self.model, store.cache, [piece], self._cache_kwarg)
+            _check_attention(store.cache, self._layers)
+            token = int(logits[0].argmax())
+            if token in self.eos_token_ids:
+                break
+            tokens.append(token)
+            if len(tokens) >= max_tokens:
+                break
+            piece = Piece(kv, len(prompt) + len(tokens) - 1, [token], logits=True)
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
     def warmup(self) -> None:
         self.generate(self.text_prompt("warm-up"), 2)
+
+    def _new_store(self, pool_tokens: int, *, prefix_caching: bool) -> Any:
+        from modelpod.runtimes._kv_slabs import SlabCache
+        from modelpod.runtimes._kv_store import KVStore
+
+        cache = SlabCache(
+            layers=self._layers,
+            kv_heads=self._kv_heads,
+            head_dim=self._head_dim,
+            pool_tokens=pool_tokens,
+            dtype=self.model.dtype,
+            device=self.device,
+        )
+        return KVStore(cache, prefix_caching=prefix_caching)
+
+
+def _forward(torch: Any, model: Any, cache: Any, pieces: Sequence[Piece], cache_kwarg: str) -> Any:
+    from modelpod.runtimes._kv_slabs import STEP_KWARG, Segment, Step
+
+    ids: list[int] = []
+    positions: list[int] = []
+    segments = []
+    wanted = []
+    for piece in pieces:
+        segments.append(Segment(len(ids), len(piece.tokens), piece.position, piece.kv.slab))
+        ids.extend(piece.tokens)
+        positions.extend(range(piece.position, piece.position + len(piece.tokens)))
+        if piece.logits:
+            wanted.append(len(ids) - 1)
+    cache.step = Step.of(segments)
+    device = model.device
+    try:
+        with torch.inference_mode():
+            output = model(
+                input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+                position_ids=torch.tensor([positions], dtype=torch.long, device=device),
+                use_cache=True,
+                logits_to_keep=torch.tensor(wanted, dtype=torch.long, device=device),
+                **{cache_kwarg: cache, STEP_KWARG: cache},
+            )
+            return output.logits[0].float().cpu()
+    finally:
+        cache.step = None
+
+
+def _check_attention(cache: Any, layers: int) -> None:
+    """Every layer's attention must have run through modelpod's; one that computed its own would have
+    attended to nothing but the pass's own tokens."""
+    if cache.attention_calls != layers:
+        raise ModelLoadError(
+            f"the model computed the attention of {layers - cache.attention_calls} of its {layers} layers "
+            "outside transformers' attention interface, which modelpod's engine needs in order to keep "
+            "their keys and values",
+            hint="serve this model with another engine, or use an architecture transformers implements "
+            "with its attention interface",
+        )
 
 
 def _parameters(function: Any) -> set[str]:
@@ -227,18 +243,52 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
+def unsupported_attention(config: Any) -> str | None:
+    """Why modelpod's attention cannot serve a model with `config` exactly, or None when it can."""
+    kinds = set(getattr(config, "layer_types", None) or ())
+    if kinds - _ATTENTION_LAYERS:
+        return f"its layers include {', '.join(sorted(kinds - _ATTENTION_LAYERS))}, which are not attention"
+    if getattr(config, "is_encoder_decoder", False):
+        return "it is an encoder-decoder model, not a causal language model"
+    if any(getattr(config, name, None) for name in ("attention_chunk_size", "use_attention_sinks")):
+        return "it uses chunked attention or attention sinks"
+    head_dim = getattr(config, "head_dim", None)
+    value_dim = getattr(config, "v_head_dim", None)
+    if value_dim is not None and head_dim is not None and value_dim != head_dim:
+        return "its values have another head size than its keys"
+    return None
+
+
 def load_generator(torch: Any, model: ResolvedModel, device: str) -> TextGenerator:
     transformers = require("transformers", runtime="transformers", extra="transformers")
+    from modelpod.runtimes._kv_slabs import ATTENTION, register_attention
+
     path = model.path
     assert path is not None  # the transformers runtime checked it is a directory
+    if model.options.get("attn_implementation"):
+        raise ModelLoadError(
+            "model.options.attn_implementation does not apply to text generation: modelpod's engine "
+            "computes the attention itself (sliding windows and soft-capping included)",
+            hint="remove model.options.attn_implementation",
+        )
     dtype_name = model.options.get("dtype")
     dtype = getattr(torch, str(dtype_name)) if dtype_name else (torch.float32 if device == "cpu" else "auto")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    why = unsupported_attention(config.get_text_config(decoder=True))
+    if why is not None:
+        raise ModelLoadError(
+            f"modelpod's engine cannot serve {path.name} exactly: {why}",
+            hint="serve it with another engine (docs/formats.md)",
+        )
+    register_attention()
     causal = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path), local_files_only=True, dtype=dtype, attn_implementation="sdpa"
+        str(path), local_files_only=True, dtype=dtype, attn_implementation=ATTENTION
     )
     causal.to(device).eval()
     context = int(getattr(causal.config.get_text_config(decoder=True), "max_position_embeddings", 0) or 0)
+    if context <= 0:
+        context = int(getattr(causal.config, "n_positions", 0) or 0)
     if context <= 0:
         raise ModelLoadError(
             f"{path.name}'s config gives no max_position_embeddings",

@@ -38,7 +38,8 @@ from modelpod.server.protocols.openai import embeddings as openai_embeddings
 from modelpod.server.protocols.openai import generation as generation_routes
 from modelpod.server.protocols.v2 import routes as v2_routes
 from modelpod.server.scheduling.batcher import Batcher, BatchStats, model_thread
-from modelpod.server.scheduling.generation import GenerationEngine, GenerationLimits
+from modelpod.server.scheduling.generation import GenerationEngine
+from modelpod.server.scheduling.generation_request import GenerationLimits
 from modelpod.specfile.resolved import Spec
 
 log = logging.getLogger("modelpod.server")
@@ -140,6 +141,7 @@ def _start_engine(
         max_context_tokens=context,
         kv_cache_tokens=settings.kv_cache_tokens_for(context),
         max_queue=state.spec.server.max_queue,
+        prefix_caching=settings.prefix_caching,
     )
     metrics = GenerationMetrics(state.metrics)
     loop = asyncio.get_running_loop()

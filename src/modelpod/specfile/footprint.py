@@ -36,14 +36,18 @@ def read_footprint(path: Path, *, dtype: str | None = None, device: str = "cpu")
         return None
     config = config.get("text_config") or config
     architectures = [str(a) for a in config.get("architectures") or []]
-    if not any(a.endswith("ForCausalLM") for a in architectures):
+    if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
         return None
+
+    def field(name: str, gpt2_name: str) -> object:  # GPT-2's config spells them its own way
+        return config.get(name, config.get(gpt2_name))
+
     try:
-        heads = int(config["num_attention_heads"])
+        heads = int(str(field("num_attention_heads", "n_head")))
         kv_heads = int(config.get("num_key_value_heads") or heads)
-        head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
-        layers = int(config["num_hidden_layers"])
-        context = int(config.get("max_position_embeddings") or 0)
+        head_dim = int(config.get("head_dim") or int(str(field("hidden_size", "n_embd"))) // heads)
+        layers = int(str(field("num_hidden_layers", "n_layer")))
+        context = int(str(field("max_position_embeddings", "n_positions") or 0))
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
     stored = _DTYPE_BYTES.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), 4)

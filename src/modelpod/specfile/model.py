@@ -167,11 +167,12 @@ class GenerationSection(Section):
         default=16, ge=1, le=4096, description="Sequences decoded together in one step; the rest wait."
     )
     max_tokens_per_step: int = Field(
-        default=2048,
+        default=512,
         ge=1,
         le=1_000_000,
-        description="Prompt tokens one step may prefill for newly admitted sequences (a longer prompt is "
-        "prefilled alone in a step of its own).",
+        description="Tokens one forward pass computes at most: a decode token per running sequence, then "
+        "prompt chunks; a longer prompt is prefilled over several steps (chunked prefill), so the running "
+        "streams keep getting tokens, and the pass's transient memory stays bounded.",
     )
     max_context_tokens: int | None = Field(
         default=None,
@@ -184,9 +185,14 @@ class GenerationSection(Section):
         default=None,
         ge=2,
         le=100_000_000,
-        description="KV-cache budget in tokens: each running sequence reserves its prompt plus its "
-        "max_tokens, and a sequence waits until its reservation fits; default the larger of the context "
-        "and max_running_sequences x min(context, 2048).",
+        description="KV-cache pool in tokens, allocated at start-up (what the pod's memory is sized by): "
+        "each running sequence holds its prompt plus its max_tokens, and a sequence waits until its "
+        "reservation fits; default the larger of the context and max_running_sequences x min(context, 2048).",
+    )
+    prefix_caching: bool = Field(
+        default=True,
+        description="Keep ended sequences' keys and values in the pool's free space, so that a prompt "
+        "beginning with the same tokens (a system prompt, a chat's earlier turns) skips their prefill.",
     )
     default_max_tokens: int = Field(
         default=512, ge=1, le=10_000_000, description="Tokens to generate when a request gives no max_tokens."

@@ -126,7 +126,19 @@ class GenerationMetrics:
             registry=r,
         ).labels(model)
         self.prompt = Counter(
-            contract.PROMPT_TOKENS, "Prompt tokens prefilled.", ["model"], registry=r
+            contract.PROMPT_TOKENS, "Prompt tokens of the sequences admitted.", ["model"], registry=r
+        ).labels(model)
+        self.prefix_queries = Counter(
+            contract.PREFIX_CACHE_QUERIES,
+            "Prompt tokens looked up in the prefix cache (every prompt token of an admitted sequence).",
+            ["model"],
+            registry=r,
+        ).labels(model)
+        self.prefix_hits = Counter(
+            contract.PREFIX_CACHE_HITS,
+            "Prompt tokens whose keys and values came from the prefix cache instead of a prefill.",
+            ["model"],
+            registry=r,
         ).labels(model)
         self.generated = Counter(
             contract.GENERATION_TOKENS, "Tokens generated.", ["model"], registry=r
@@ -139,7 +151,7 @@ class GenerationMetrics:
         ).labels(model)
         self.kv_usage = Gauge(
             contract.KV_CACHE_USAGE,
-            "Share of the KV-cache budget reserved by running sequences.",
+            "Share of the KV-cache pool (generation.kv_cache_tokens) held by running sequences.",
             ["model"],
             registry=r,
         ).labels(model)
@@ -158,8 +170,10 @@ class GenerationMetrics:
     def next_token(self, seconds: float) -> None:
         self.itl.observe(seconds)
 
-    def prompt_tokens(self, count: int) -> None:
+    def prompt_tokens(self, count: int, cached: int) -> None:
         self.prompt.inc(count)
+        self.prefix_queries.inc(count)
+        self.prefix_hits.inc(cached)
 
     def generated_tokens(self, count: int) -> None:
         self.generated.inc(count)

@@ -1,21 +1,24 @@
-"""Continuous batching: the scheduler of text generation, one decode step at a time.
+"""Continuous batching: the scheduler of text generation, one forward pass a step.
 
 The engine runs on the model's thread. Each step:
 
 1. drops sequences whose client went away (`Generation.cancel`) and fails those past their deadline;
-2. admits waiting sequences, oldest first, while the running ones number fewer than
-   `max_running_sequences`, their prompts fit in `max_tokens_per_step`, and their KV-cache reservations
-   (prompt + max_tokens each) fit in the `kv_cache_tokens` budget;
-3. prefills the admitted ones in one forward pass (they join the running batch) and hands their first
-   tokens to the event loop at once, so a new request's first token does not wait for a decode pass;
-4. decodes one token for every running sequence in one forward pass;
-5. turns tokens into text, applies stop strings, EOS and length limits, and removes finished sequences,
-   so the next step runs without them.
+2. admits waiting sequences, oldest first, while fewer than `max_running_sequences` run and the model
+   can give each a slab of its KV pool as long as its reservation (prompt + max_tokens): the pool is the
+   spec's `kv_cache_tokens` and never grows, so a request that does not fit yet waits, and none can run
+   the process out of memory. A prompt that begins like an earlier one starts with that prefix's keys
+   and values copied in (prefix caching, runtimes/_kv_store.py);
+3. plans one packed forward pass of at most `max_tokens_per_step` tokens: one decode token for every
+   sequence that has its first token, then chunks of the prompts being prefilled, oldest first (chunked
+   prefill: a long prompt is split across steps, so the running streams keep getting a token a step);
+4. runs it, samples a token for every decoding sequence and every prompt whose last chunk ran, turns
+   tokens into text, applies stop strings, stop tokens, EOS and length limits, and ends finished
+   sequences, so the next step runs without them.
 
-So a request joins the batch at the next step and leaves it the step it ends, and prefill and decode
-share the model. The event loop side is `Generation`: `submit` queues a request (or refuses it when
-`max_queue` wait already), and `chunks()` yields its text as it is produced. Chunks reach the event loop
-through `call_soon_threadsafe`, one call per phase of a step for all sequences.
+So a request joins at the next step and leaves the step it ends, and prefill and decode share every
+pass. The event loop side is `Generation` (generation_request.py): `submit` queues a request (or refuses
+it when `max_queue` wait already), and `chunks()` yields its text as it is produced. Chunks reach the
+event loop through one `call_soon_threadsafe` per step, for all sequences.
 """
 
 from __future__ import annotations
@@ -26,120 +29,26 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from modelpod.errors import InferenceError, ModelpodError
+from modelpod.runtimes.generation_runtime import Piece
 from modelpod.server.scheduling.errors import DeadlineError, DrainingError, OverBudgetError, QueueFullError
+from modelpod.server.scheduling.generation_request import (
+    Chunk,
+    Generation,
+    GenerationLimits,
+    GenerationRequest,
+    Model,
+    Observer,
+)
 from modelpod.server.scheduling.text import Detokenizer, StopMatcher
 
 log = logging.getLogger("modelpod.server")
 
 # an idle engine still wakes this often, so that a lost notification costs at most this long
 _IDLE_WAKE_S = 1.0
-
-
-@dataclass(frozen=True)
-class GenerationLimits:
-    max_running_sequences: int
-    max_tokens_per_step: int
-    max_context_tokens: int
-    kv_cache_tokens: int  # tokens reserved by running sequences, at most
-    max_queue: int  # waiting sequences, at most
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    prompt: tuple[int, ...]
-    max_tokens: int
-    stop: tuple[str, ...] = ()
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    ignore_eos: bool = False
-    timeout_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class Chunk:
-    text: str
-    finish_reason: str | None = None  # "stop" or "length" on the last chunk
-    error: ModelpodError | None = (
-        None  # set on the last chunk of a failed generation (SchedulingError, InferenceError)
-    )
-    completion_tokens: int = 0  # tokens generated so far
-
-
-class Model(Protocol):
-    """What the engine needs of a text-generation runtime (runtimes/generation_runtime.py)."""
-
-    tokenizer: Any
-    eos_token_ids: frozenset[int]
-
-    def chat_prompt(self, messages: Sequence[Any]) -> list[int]: ...
-    def text_prompt(self, text: str) -> list[int]: ...
-    def start_batch(self, max_rows: int) -> None: ...
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> Any: ...
-    def decode(self, tokens: Sequence[int]) -> Any: ...
-    def remove(self, row: int) -> int | None: ...
-    def clear(self) -> None: ...
-    def sample(self, logits: Any, sampling: Sequence[Any]) -> list[int]: ...
-    def sampling(self, temperature: float, top_p: float, seed: int | None) -> Any: ...
-
-
-class Observer(Protocol):
-    """The generation metrics the engine feeds (server/core/metrics.py GenerationMetrics)."""
-
-    def first_token(self, seconds: float) -> None: ...
-    def next_token(self, seconds: float) -> None: ...
-    def prompt_tokens(self, count: int) -> None: ...
-    def generated_tokens(self, count: int) -> None: ...
-    def step(self, tokens: int) -> None: ...
-
-
-class Generation:
-    """One request's side of a generation, on the event loop."""
-
-    def __init__(self, request: GenerationRequest, wake: Callable[[], None]) -> None:
-        self.request = request
-        self.prompt_tokens = len(request.prompt)
-        self.completion_tokens = 0
-        self.cancelled = False  # read by the engine thread at its next step
-        self._queue: asyncio.Queue[Chunk] = asyncio.Queue()
-        self._wake = wake
-        self.finished = False
-
-    def cancel(self) -> None:
-        """The client is gone: the engine frees the sequence at its next step."""
-        if not self.finished:
-            self.cancelled = True
-            self._wake()
-
-    async def chunks(self) -> AsyncIterator[Chunk]:
-        """Text as it is generated; the last chunk has a finish_reason or an error."""
-        while True:
-            chunk = await self._queue.get()
-            yield chunk
-            if chunk.finish_reason is not None or chunk.error is not None:
-                return
-
-    async def result(self) -> tuple[str, str]:
-        """The whole text and the finish reason; raises the generation's error."""
-        parts = []
-        async for chunk in self.chunks():
-            if chunk.error is not None:
-                raise chunk.error
-            parts.append(chunk.text)
-            if chunk.finish_reason is not None:
-                return "".join(parts), chunk.finish_reason
-        raise InferenceError("the generation ended without a finish reason")  # pragma: no cover
-
-    def _put(self, chunk: Chunk) -> None:
-        self.completion_tokens = chunk.completion_tokens
-        if chunk.finish_reason is not None or chunk.error is not None:
-            self.finished = True
-        self._queue.put_nowait(chunk)
 
 
 @dataclass(eq=False)
@@ -150,8 +59,9 @@ class _Sequence:
     detokenizer: Detokenizer
     stopper: StopMatcher
     sampling: Any
-    generated: int = 0
-    last_token: int = 0
+    kv: Any = None  # the model's slab, once admitted
+    computed: int = 0  # tokens (prompt, then generated) whose keys and values are in the slab
+    generated: list[int] = field(default_factory=list)
     last_token_at: float | None = None
     done: bool = False
 
@@ -160,13 +70,17 @@ class _Sequence:
         return self.handle.request
 
     @property
-    def reservation(self) -> int:
-        return len(self.request.prompt) + self.request.max_tokens
+    def prefilling(self) -> bool:
+        return self.computed < len(self.request.prompt)
+
+    def history(self) -> tuple[tuple[int, ...], list[int]] | None:
+        """What its penalties look at (its prompt and its tokens so far), when it has any."""
+        return (self.request.prompt, self.generated) if self.request.penalised else None
 
 
 @dataclass
 class _Step:
-    """Chunks to hand over at the end of a phase, and the tokens this step computed."""
+    """Chunks to hand over at the end of the step, and the tokens it computed."""
 
     chunks: list[tuple[Generation, Chunk]] = field(default_factory=list)
     tokens: int = 0
@@ -187,8 +101,7 @@ class GenerationEngine:
         self._observer = observer
         self._cond = threading.Condition()
         self._waiting: collections.deque[_Sequence] = collections.deque()  # guarded by _cond
-        self._rows: list[_Sequence] = []  # running sequences by their row in the model's batch
-        self._kv_reserved = 0
+        self._running: list[_Sequence] = []  # in the order they were admitted
         self._closed = False
         self._abort: str | None = None
 
@@ -204,10 +117,10 @@ class GenerationEngine:
                 f"({prompt_tokens} in the prompt, {max_tokens} to generate); shorten the prompt or lower "
                 "max_tokens",
             )
-        if prompt_tokens + max_tokens > self.limits.kv_cache_tokens:
+        if needed > self.limits.kv_cache_tokens:
             raise OverBudgetError(
-                f"the request needs {prompt_tokens + max_tokens} tokens of KV cache ({prompt_tokens} in the "
-                f"prompt, {max_tokens} to generate), more than the server's budget of "
+                f"the request needs {needed} tokens of KV cache ({prompt_tokens} in the prompt, "
+                f"{max_tokens} to generate), more than the server's budget of "
                 f"{self.limits.kv_cache_tokens} (generation.kv_cache_tokens)",
             )
 
@@ -223,7 +136,7 @@ class GenerationEngine:
             arrived=now,
             detokenizer=Detokenizer(self.model.tokenizer, request.prompt),
             stopper=StopMatcher(request.stop),
-            sampling=self.model.sampling(request.temperature, request.top_p, request.seed),
+            sampling=self.model.sampling(**request.sampling_settings()),
         )
         with self._cond:
             if self._closed:
@@ -238,7 +151,7 @@ class GenerationEngine:
 
     @property
     def running(self) -> int:
-        return len(self._rows)
+        return len(self._running)
 
     @property
     def waiting(self) -> int:
@@ -246,8 +159,9 @@ class GenerationEngine:
 
     @property
     def kv_usage(self) -> float:
-        """Share of the KV-cache budget that running sequences have reserved."""
-        return self._kv_reserved / self.limits.kv_cache_tokens
+        """Share of the KV pool that running sequences hold (their reservations)."""
+        capacity = self.model.kv_capacity
+        return self.model.kv_reserved / capacity if capacity else 0.0
 
     def abort_all(self, message: str) -> None:
         """End every running and waiting generation with a DrainingError (the drain budget ran out)."""
@@ -269,10 +183,10 @@ class GenerationEngine:
 
     def run(self) -> None:
         """Step until closed. Runs on the model's thread."""
-        self.model.start_batch(self.limits.max_running_sequences)
+        self.model.start_engine(self.limits.kv_cache_tokens, prefix_caching=self.limits.prefix_caching)
         while True:
             with self._cond:
-                while not (self._closed or self._rows or self._waiting or self._abort):
+                while not (self._closed or self._running or self._waiting or self._abort):
                     self._cond.wait(timeout=_IDLE_WAKE_S)
                 closed = self._closed
             if closed:
@@ -293,19 +207,17 @@ class GenerationEngine:
             self._fail_everything(DrainingError(abort))
             return
         self._retire(now, step)
-        admitted = self._admit(step)
-        if admitted:
-            self._prefill(admitted, step)
-            self._hand_over(step.chunks)
-            step.chunks = []
-        if self._rows:
-            self._decode(step)
+        self._admit()
+        pieces, sampled = self._plan()
+        if pieces:
+            self._run(pieces, sampled, step)
+        self._end_done()
         self._hand_over(step.chunks)
         if self._observer is not None and step.tokens:
             self._observer.step(step.tokens)
 
     def _retire(self, now: float, step: _Step) -> None:
-        for sequence in self._rows:
+        for sequence in self._running:
             if sequence.handle.cancelled:
                 sequence.done = True
             elif now > sequence.deadline:
@@ -320,62 +232,72 @@ class GenerationEngine:
                 else:
                     kept.append(sequence)
             self._waiting = kept
-        self._remove_done()
+        self._end_done()
 
-    def _admit(self, step: _Step) -> list[_Sequence]:
-        admitted: list[_Sequence] = []
-        prompt_tokens = 0
-        with self._cond:
-            while self._waiting and len(self._rows) + len(admitted) < self.limits.max_running_sequences:
+    def _admit(self) -> None:
+        """Give waiting sequences, oldest first, a slab of the KV pool while there is room."""
+        while len(self._running) < self.limits.max_running_sequences:
+            with self._cond:
+                if not self._waiting:
+                    return
                 sequence = self._waiting[0]
-                size = len(sequence.request.prompt)
-                if self._kv_reserved + sequence.reservation > self.limits.kv_cache_tokens:
-                    break
-                if admitted and prompt_tokens + size > self.limits.max_tokens_per_step:
-                    break
+            request = sequence.request
+            kv = self.model.open_sequence(request.prompt, request.reservation)
+            if kv is None:
+                return  # the pool is held by running sequences; the oldest waits for the first to end
+            with self._cond:
                 self._waiting.popleft()
-                admitted.append(sequence)
-                prompt_tokens += size
-                self._kv_reserved += sequence.reservation
-        step.tokens += prompt_tokens
-        if self._observer is not None and prompt_tokens:
-            self._observer.prompt_tokens(prompt_tokens)
-        return admitted
+            sequence.kv = kv
+            sequence.computed = kv.reused
+            self._running.append(sequence)
+            if self._observer is not None:
+                self._observer.prompt_tokens(len(request.prompt), kv.reused)
 
-    def _prefill(self, admitted: list[_Sequence], step: _Step) -> None:
+    def _plan(self) -> tuple[list[Any], list[_Sequence]]:
+        """The pass's pieces: a decode token for each sequence that has its first token, then prompt chunks
+        within `max_tokens_per_step`; and the sequences that get a token from it, in the pieces' order."""
+        pieces: list[Any] = []
+        sampled: list[_Sequence] = []
+        budget = self.limits.max_tokens_per_step
+        for sequence in self._running:
+            if not sequence.prefilling and not sequence.done:
+                pieces.append(Piece(sequence.kv, sequence.computed, [sequence.generated[-1]], logits=True))
+                sampled.append(sequence)
+                budget -= 1
+        for sequence in self._running:
+            if budget <= 0:
+                break
+            if sequence.prefilling and not sequence.done:
+                prompt = sequence.request.prompt
+                count = min(len(prompt) - sequence.computed, budget)
+                last = sequence.computed + count == len(prompt)
+                tokens = prompt[sequence.computed : sequence.computed + count]
+                pieces.append(Piece(sequence.kv, sequence.computed, tokens, logits=last))
+                if last:
+                    sampled.append(sequence)
+                budget -= count
+        return pieces, sampled
+
+    def _run(self, pieces: list[Any], sampled: list[_Sequence], step: _Step) -> None:
         try:
-            logits = self.model.prefill([s.request.prompt for s in admitted])
+            logits = self.model.forward(pieces)
         except Exception as exc:  # the model's failure fails these requests, not the server
-            log.exception("prefill of %d sequences failed", len(admitted))
-            for sequence in admitted:
-                self._kv_reserved -= sequence.reservation
-                self._fail(sequence, _model_error(exc), step)
-            return
-        self._rows.extend(admitted)
-        tokens = self.model.sample(logits, [s.sampling for s in admitted])
-        now = time.monotonic()
-        for sequence, token in zip(admitted, tokens, strict=True):
-            self._accept(sequence, token, now, step)
-        self._remove_done()
-
-    def _decode(self, step: _Step) -> None:
-        try:
-            logits = self.model.decode([s.last_token for s in self._rows])
-        except Exception as exc:
-            log.exception("decode step of %d sequences failed", len(self._rows))
+            log.exception("forward pass of %d sequences failed", len(self._running))
             self._fail_running(_model_error(exc), step)
             return
-        step.tokens += len(self._rows)
-        tokens = self.model.sample(logits, [s.sampling for s in self._rows])
+        by_kv = {id(s.kv): s for s in self._running}
+        for piece in pieces:
+            by_kv[id(piece.kv)].computed += len(piece.tokens)
+            step.tokens += len(piece.tokens)
+        tokens = self.model.sample(logits, [s.sampling for s in sampled], [s.history() for s in sampled])
         now = time.monotonic()
-        for sequence, token in zip(self._rows, tokens, strict=True):
+        for sequence, token in zip(sampled, tokens, strict=True):
             self._accept(sequence, token, now, step)
-        self._remove_done()
 
     def _accept(self, sequence: _Sequence, token: int, now: float, step: _Step) -> None:
         request = sequence.request
-        sequence.generated += 1
-        sequence.last_token = token
+        sequence.generated.append(token)
+        generated = len(sequence.generated)
         if self._observer is not None:
             self._observer.generated_tokens(1)
             if sequence.last_token_at is None:
@@ -384,44 +306,48 @@ class GenerationEngine:
                 self._observer.next_token(now - sequence.last_token_at)
         sequence.last_token_at = now
         finish = None
-        if token in self.model.eos_token_ids and not request.ignore_eos:
-            text, finish = sequence.stopper.flush(), "stop"
+        stopper = sequence.stopper
+        if (token in self.model.eos_token_ids and not request.ignore_eos) or token in request.stop_token_ids:
+            text = stopper.feed(sequence.detokenizer.flush())
+            finish = "stop"
         else:
-            text = sequence.stopper.feed(sequence.detokenizer.push(token))
-            if sequence.stopper.stopped:
+            text = stopper.feed(sequence.detokenizer.push(token))
+            if stopper.stopped:
                 finish = "stop"
             elif (
-                sequence.generated >= request.max_tokens
-                or len(request.prompt) + sequence.generated >= self.limits.max_context_tokens
+                generated >= request.max_tokens
+                or len(request.prompt) + generated >= self.limits.max_context_tokens
             ):
-                text, finish = text + sequence.stopper.flush(), "length"
+                text += stopper.feed(sequence.detokenizer.flush())
+                finish = "stop" if stopper.stopped else "length"
+        if finish is not None and not stopper.stopped:
+            text += stopper.flush()
         if finish is not None:
             sequence.done = True
         if text or finish is not None:
-            step.chunks.append((sequence.handle, Chunk(text, finish, None, sequence.generated)))
+            step.chunks.append((sequence.handle, Chunk(text, finish, None, generated)))
 
-    def _remove_done(self) -> None:
-        for row in range(len(self._rows) - 1, -1, -1):
-            sequence = self._rows[row]
-            if not sequence.done:
-                continue
-            self._kv_reserved -= sequence.reservation
-            moved = self.model.remove(row)
-            last = self._rows.pop()
-            if moved is not None:
-                self._rows[row] = last
+    def _end_done(self) -> None:
+        """Give the slabs of ended sequences back; their computed tokens stay as a cached prefix."""
+        kept = []
+        for sequence in self._running:
+            if sequence.done:
+                tokens = (*sequence.request.prompt, *sequence.generated)[: sequence.computed]
+                self.model.close_sequence(sequence.kv, tokens)
+            else:
+                kept.append(sequence)
+        self._running = kept
 
     def _fail(self, sequence: _Sequence, error: ModelpodError, step: _Step) -> None:
         sequence.done = True
-        step.chunks.append((sequence.handle, Chunk("", None, error, sequence.generated)))
+        step.chunks.append((sequence.handle, Chunk("", None, error, len(sequence.generated))))
 
     def _fail_running(self, error: ModelpodError, step: _Step | None = None) -> None:
         chunks = step if step is not None else _Step()
-        for sequence in self._rows:
+        for sequence in self._running:
             self._fail(sequence, error, chunks)
-        self._rows = []
-        self._kv_reserved = 0
-        self.model.clear()
+        self._running = []
+        self.model.clear()  # what the slabs hold can no longer be trusted
         if step is None:
             self._hand_over(chunks.chunks)
 
@@ -437,7 +363,7 @@ class GenerationEngine:
     def _timeout(self, sequence: _Sequence) -> DeadlineError:
         return DeadlineError(
             f"the request did not finish within {sequence.request.timeout_s:g} s "
-            f"(server.request_timeout_s); {sequence.generated} tokens were generated",
+            f"(server.request_timeout_s); {len(sequence.generated)} tokens were generated",
         )
 
     def _hand_over(self, chunks: list[tuple[Generation, Chunk]]) -> None:
@@ -448,7 +374,7 @@ class GenerationEngine:
 
 def _deliver(chunks: list[tuple[Generation, Chunk]]) -> None:
     for handle, chunk in chunks:
-        handle._put(chunk)
+        handle.put(chunk)
 
 
 def _model_error(exc: BaseException) -> InferenceError:

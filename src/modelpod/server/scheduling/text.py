@@ -36,6 +36,14 @@ class Detokenizer:
             return delta
         return ""
 
+    def flush(self) -> str:
+        """At the end of a sequence: what its last tokens add that `push` held back (a character they
+        leave unfinished comes out as the replacement character, as a decode of the whole answer gives)."""
+        before = self._decode(self._ids[self._prefix_offset : self._read])
+        after = self._decode(self._ids[self._prefix_offset :])
+        self._prefix_offset = self._read = len(self._ids)
+        return after[len(before) :] if len(after) > len(before) else ""
+
     def _decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 

@@ -14,6 +14,7 @@ route counts its tokens.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -31,7 +32,8 @@ from modelpod.server.http.errors import ApiError, api_error
 from modelpod.server.http.logs import request_id
 from modelpod.server.http.responses import json_body, openai_error_body
 from modelpod.server.protocols.openai.params import GenerationParams, parse_body, parse_chat, parse_completion
-from modelpod.server.scheduling.generation import Generation, GenerationEngine, GenerationRequest
+from modelpod.server.scheduling.generation import GenerationEngine
+from modelpod.server.scheduling.generation_request import Generation, GenerationRequest
 
 # prompts up to this many characters are tokenized on the event loop (well under a millisecond)
 TOKENIZE_IN_PLACE_CHARS = 2000
@@ -120,15 +122,23 @@ def _max_tokens(state: ServerState, engine: GenerationEngine, asked: int | None,
 def _request(
     state: ServerState, params: GenerationParams | None, prompt: list[int], max_tokens: int
 ) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=tuple(prompt),
-        max_tokens=max_tokens,
-        stop=params.stop if params else (),
-        temperature=params.temperature if params else 0.0,
-        top_p=params.top_p if params else 1.0,
-        seed=params.seed if params else None,
-        ignore_eos=params.ignore_eos if params else False,
-        timeout_s=state.spec.server.request_timeout_s,
+    """The engine's request; without params (/predict and v2), greedy with the server's defaults."""
+    request = GenerationRequest(tuple(prompt), max_tokens, timeout_s=state.spec.server.request_timeout_s)
+    if params is None:
+        return request
+    return dataclasses.replace(
+        request,
+        stop=params.stop,
+        stop_token_ids=params.stop_token_ids,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        min_p=params.min_p,
+        repetition_penalty=params.repetition_penalty,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        seed=params.seed,
+        ignore_eos=params.ignore_eos,
     )
 
 

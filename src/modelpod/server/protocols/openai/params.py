@@ -1,10 +1,12 @@
 """The bodies of OpenAI's `POST /v1/chat/completions` and `POST /v1/completions`, checked.
 
-Every problem is a 400 naming the field, what it must be and what came. Fields modelpod does not
-implement (logprobs, tools, penalties, n > 1, ...) are refused by name rather than ignored, so a client
-never gets an answer computed differently from what it asked; fields that change nothing here (`user`,
-`metadata`, `store`, ...) and unknown ones are ignored, as OpenAI-compatible servers do.
-Defaults are OpenAI's: temperature 1, top_p 1.
+Every problem is a 400 naming the field, what it must be and what came. Sampling fields are OpenAI's
+(temperature, top_p, presence and frequency penalties, seed, stop) and the extensions vLLM, TGI and
+llama.cpp share (top_k, min_p, repetition_penalty, stop_token_ids, ignore_eos). Fields modelpod does not
+implement (logprobs, tools, n > 1, logit_bias, beam search, typical_p, min_tokens, guided decoding, ...)
+are refused by name rather than ignored, so a client never gets an answer computed differently from what
+it asked; fields that change nothing here (`user`, `metadata`, `store`, ...) and unknown ones are
+ignored, as OpenAI-compatible servers do. Defaults are OpenAI's: temperature 1, top_p 1.
 """
 
 from __future__ import annotations
@@ -30,14 +32,31 @@ _UNSUPPORTED: dict[str, Any] = {
     "functions": None,
     "function_call": None,
     "logit_bias": None,
-    "presence_penalty": 0,
-    "frequency_penalty": 0,
     "best_of": 1,
     "echo": False,
     "suffix": None,
     "audio": None,
     "prediction": None,
+    # sampling extensions of other servers that modelpod does not implement
+    "use_beam_search": False,
+    "length_penalty": 1.0,
+    "typical_p": 1.0,
+    "min_tokens": 0,
+    "bad_words": None,
+    "allowed_token_ids": None,
+    "prompt_logprobs": None,
+    "truncate_prompt_tokens": None,
+    "include_stop_str_in_output": False,
+    "guided_json": None,
+    "guided_regex": None,
+    "guided_choice": None,
+    "guided_grammar": None,
+    "structured_outputs": None,
+    "mirostat": 0,
+    "tfs_z": 1.0,
+    "top_a": 0,
 }
+MAX_STOP_TOKEN_IDS = 64
 
 
 @dataclass(frozen=True)
@@ -47,8 +66,14 @@ class GenerationParams:
     prompt: str | tuple[int, ...] | None  # completions: text, or token ids
     max_tokens: int | None  # None: the server's default
     stop: tuple[str, ...]
+    stop_token_ids: tuple[int, ...]
     temperature: float
     top_p: float
+    top_k: int  # 0: no cut
+    min_p: float
+    repetition_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
     seed: int | None
     stream: bool
     include_usage: bool
@@ -126,8 +151,14 @@ def _common(
         prompt=prompt,
         max_tokens=_max_tokens(body),
         stop=_stop(body.get("stop")),
+        stop_token_ids=_token_ids(body.get("stop_token_ids")),
         temperature=_number(body, "temperature", 1.0, low=0.0, high=2.0),
         top_p=_number(body, "top_p", 1.0, low=0.0, high=1.0, low_open=True),
+        top_k=_top_k(body.get("top_k")),
+        min_p=_number(body, "min_p", 0.0, low=0.0, high=1.0),
+        repetition_penalty=_number(body, "repetition_penalty", 1.0, low=0.0, high=10.0, low_open=True),
+        presence_penalty=_number(body, "presence_penalty", 0.0, low=-2.0, high=2.0),
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, low=-2.0, high=2.0),
         seed=_seed(body.get("seed")),
         stream=stream,
         include_usage=bool(stream and options and _bool(options, "include_usage", default=False)),
@@ -189,6 +220,30 @@ def _stop(value: Any) -> tuple[str, ...]:
             HTTPStatus.BAD_REQUEST, f"stop takes at most {MAX_STOP_STRINGS} strings, not {len(stops)}"
         )
     return tuple(stops)
+
+
+def _token_ids(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(_is_int(t) and t >= 0 for t in value):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"stop_token_ids must be a list of token ids, not {value!r}")
+    if len(value) > MAX_STOP_TOKEN_IDS:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            f"stop_token_ids takes at most {MAX_STOP_TOKEN_IDS} ids, not {len(value)}",
+        )
+    return tuple(int(t) for t in value)
+
+
+def _top_k(value: Any) -> int:
+    """top_k: 0 or -1 (vLLM's spelling) for no cut."""
+    if value is None:
+        return 0
+    if not _is_int(value) or value < -1:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, f"top_k must be a whole number (0 or -1: no cut), not {value!r}"
+        )
+    return max(int(value), 0)
 
 
 def _number(
