@@ -47,21 +47,13 @@ class KVStore:
         self.allocator = SlabAllocator(cache.pool_tokens)
         self.prefix_caching = prefix_caching
         self.running: set[SequenceKV] = set()
+        # tokens the running sequences hold, kept as a count: the metrics read it from another thread
+        self.reserved = 0
         self._prefixes: OrderedDict[int, _Prefix] = OrderedDict()  # least recently used first
 
     @property
     def capacity(self) -> int:
         return self.cache.pool_tokens
-
-    @property
-    def reserved(self) -> int:
-        """Tokens of the pool held by running sequences."""
-        return sum(kv.slab.length for kv in self.running)
-
-    @property
-    def cached(self) -> int:
-        """Tokens of the pool held by cached prefixes (free to take)."""
-        return sum(p.slab.length for p in self._prefixes.values())
 
     def open(self, prompt: Sequence[int], reservation: int) -> SequenceKV | None:
         """A slab for a new sequence, with its longest cached prefix copied in; None while there is no room
@@ -78,11 +70,13 @@ class KVStore:
             self._prefixes.move_to_end(id(source))
         kv = SequenceKV(slab, shared)
         self.running.add(kv)
+        self.reserved += slab.length
         return kv
 
     def close(self, kv: SequenceKV, tokens: Sequence[int]) -> None:
         """`kv`'s sequence ended; `tokens` are those whose keys and values its slab holds."""
         self.running.discard(kv)
+        self.reserved -= kv.slab.length
         kept = min(len(tokens), kv.slab.length)
         if not self.prefix_caching or kept == 0:
             self.allocator.release(kv.slab)
@@ -105,6 +99,7 @@ class KVStore:
     def clear(self) -> None:
         """Free everything (after a failed step, when no slab's contents can be trusted)."""
         self.running.clear()
+        self.reserved = 0
         self._prefixes.clear()
         self.allocator = SlabAllocator(self.cache.pool_tokens)
 
