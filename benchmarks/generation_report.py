@@ -97,8 +97,40 @@ def summarise(rounds: list[dict[str, Any]], concurrencies: list[int]) -> dict[st
                 ]
                 row["modelpod_over_it"] = _median(over)
             entry["servers"][name] = row
+        entry["behind_modelpod"] = _behind_modelpod(rounds, names, index)
         summary["by_concurrency"].append(entry)
     return summary
+
+
+def _behind_modelpod(rounds: list[dict[str, Any]], names: list[str], index: int) -> dict[str, Any]:
+    """For each external engine measured alone (`vllm`) and behind modelpod (`modelpod-vllm`): modelpod's
+    output tokens/s over the engine's, and what it adds to the TTFT p50, within each round; and the
+    GGUF example's own choice (`modelpod-llamacpp`, what `auto` picks for it) over the best engine alone."""
+    found: dict[str, Any] = {}
+    engines = [n for n in names if f"modelpod-{n}" in names]
+    for engine in engines:
+        ratios, added = [], []
+        for record in rounds:
+            alone, behind = _run(record, engine, index), _run(record, f"modelpod-{engine}", index)
+            if alone and behind and alone["output_tokens_per_s"] > 0:
+                ratios.append(behind["output_tokens_per_s"] / alone["output_tokens_per_s"])
+                if alone["ttft_ms"]["p50"] and behind["ttft_ms"]["p50"]:
+                    added.append(behind["ttft_ms"]["p50"] - alone["ttft_ms"]["p50"])
+        found[engine] = {
+            "tokens_per_s_ratio": _median(ratios),
+            "tokens_per_s_ratio_by_round": [round(x, 3) for x in ratios],
+            "ttft_p50_added_ms": _median(added),
+            "ttft_p50_added_ms_by_round": [round(x, 1) for x in added],
+        }
+    over_best = []
+    for record in rounds:
+        auto = _run(record, "modelpod-llamacpp", index)
+        alone = [run["output_tokens_per_s"] for e in engines if (run := _run(record, e, index))]
+        if auto and alone and max(alone) > 0:
+            over_best.append(auto["output_tokens_per_s"] / max(alone))
+    if over_best:
+        found["gguf_auto_over_best_engine_alone"] = _median(over_best)
+    return found
 
 
 def _fmt(value: float | None, pattern: str = "{:.1f}") -> str:
@@ -161,6 +193,21 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {_fmt(row['tokens_per_chunk'], '{:.2f}')} "
                 f"| {_fmt(row['rss_mb'], '{:.0f}')} | {_fmt(row['ratio_to_raw'], '{:.1%}')} | {versus} |"
             )
+        behind = entry.get("behind_modelpod") or {}
+        for engine, figures in behind.items():
+            if engine == "gguf_auto_over_best_engine_alone":
+                auto = f"The GGUF example (auto: llamacpp) over the best engine alone: **{figures:.2f}**"
+                lines += ["", auto]
+                continue
+            lines += [
+                "",
+                f"{engine} behind modelpod over {engine} alone: "
+                f"**{_fmt(figures['tokens_per_s_ratio'], '{:.3f}')}** of its output tokens/s (by round: "
+                + ", ".join(f"{x:.3f}" for x in figures["tokens_per_s_ratio_by_round"])
+                + f"), TTFT p50 **{_fmt(figures['ttft_p50_added_ms'], '{:+.1f}')} ms** (by round: "
+                + ", ".join(f"{x:+.1f}" for x in figures["ttft_p50_added_ms_by_round"])
+                + ")",
+            ]
         modelpod = entry["servers"].get("modelpod")
         if modelpod and modelpod.get("modelpod_over_best_peer") is not None:
             lines += [

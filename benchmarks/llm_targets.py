@@ -11,6 +11,15 @@ modelpod serves examples/smollm2 from .venv. The peers live in virtual environme
   request at a time; by default a waiting request also cuts the streaming one short
   (`interrupt_requests`), which is turned off here so that every request gets its max_tokens.
 
+The engines modelpod runs behind its own server (docs/engines.md) are measured twice: alone, with exactly
+the command line modelpod gives them (server/engines/commands.py, from the example's spec), and behind
+`modelpod serve`:
+
+- `llamacpp` and `modelpod-llamacpp`: llama.cpp's llama-server on examples/smollm2-gguf (`make
+  llama-server`);
+- `vllm` and `modelpod-vllm`: vLLM's CPU build on examples/smollm2's model directory, the spec's
+  `generation.engine` set to vllm (`make vllm`).
+
 Each is started on a free port with its output going to a log file, polled until ready (bounded), and
 stopped with SIGTERM, then SIGKILL.
 """
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,14 +60,24 @@ class LlmTarget:
     extra_body: dict[str, Any] = field(default_factory=dict)
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # an engine alone: the whole command line modelpod would run, its --port replaced per run
+    engine_argv: tuple[str, ...] = ()
+    missing: str | None = None  # why the server cannot run here, when known before starting it
+    fresh_connections: bool = False  # see sse_load.closed_loop
 
     def unavailable(self) -> str | None:
         """Why this server cannot run here, or None."""
+        if self.missing is not None:
+            return self.missing
         if not self.python.exists():
             return f"{self.python} is missing (bash benchmarks/setup-llm-peers.sh)"
         return None
 
     def command(self, port: int) -> list[str]:
+        if self.engine_argv:
+            argv = list(self.engine_argv)
+            argv[argv.index("--port") + 1] = str(port)
+            return argv
         return [str(self.python), *self.args, "--host", "127.0.0.1", "--port", str(port)]
 
 
@@ -222,3 +242,60 @@ class RunningServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+ENGINES = ("llamacpp", "vllm")
+
+
+def engine_targets(gguf_example: Path, example: Path, scratch: Path) -> dict[str, LlmTarget]:
+    """Each external engine alone and behind modelpod. The vLLM project is `example` with
+    `generation.engine: vllm`, written into `scratch` with its model hard-linked."""
+    import yaml
+
+    from modelpod.errors import ModelpodError
+    from modelpod.server.engines.commands import command_for
+    from modelpod.specfile import load_spec
+
+    spec_text = yaml.safe_load((example / "modelpod.yaml").read_text())
+    spec_text.setdefault("generation", {})["engine"] = "vllm"
+    vllm_project = scratch / "smollm2-vllm"
+    model = vllm_project / spec_text["model"]["path"]
+    if not model.exists():  # the model hard-linked (a spec's paths stay inside its directory)
+        shutil.copytree(example / spec_text["model"]["path"], model, copy_function=_link)
+    (vllm_project / "modelpod.yaml").write_text(yaml.safe_dump(spec_text, sort_keys=False))
+    targets: dict[str, LlmTarget] = {}
+    for engine, project in (("llamacpp", gguf_example), ("vllm", vllm_project)):
+        behind = f"modelpod-{engine}"
+        targets[behind] = LlmTarget(
+            name=behind,
+            mode=f"modelpod serve in front of {engine} ({project.name}/modelpod.yaml)",
+            python=Path(sys.executable),
+            ready_path="/v2/health/ready",
+            extra_body={"ignore_eos": True},
+            args=("-m", "modelpod.server", str(project)),
+        )
+        try:
+            command = command_for(load_spec(project), 0)
+        except ModelpodError as exc:
+            targets[engine] = LlmTarget(engine, "-", Path(sys.executable), "/health", missing=str(exc))
+            continue
+        targets[engine] = LlmTarget(
+            name=engine,
+            mode=f"{engine} alone, with the command line modelpod gives it",
+            python=Path(command.argv[0]),
+            ready_path=command.health,
+            extra_body={"ignore_eos": True},
+            env={k: v for k, v in command.env.items() if os.environ.get(k) != v},
+            engine_argv=tuple(command.argv),
+            # llama-server closes kept-alive connections that aiohttp then writes to (an error a request);
+            # modelpod's client (httpx) opens a new one then, as this does
+            fresh_connections=engine == "llamacpp",
+        )
+    return targets
+
+
+def _link(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

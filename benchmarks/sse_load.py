@@ -38,13 +38,16 @@ async def closed_loop(
     duration: float,
     warmup: float,
     timeout: float = 600,
+    fresh_connections: bool = False,
 ) -> dict[str, Any]:
+    """`fresh_connections`: a new connection per request, for a server that closes idle keep-alive
+    connections under the client (llama-server: aiohttp then fails to write the next request)."""
     streams: list[Stream] = []
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + duration
     cpu_before = time.process_time()
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=fresh_connections)
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
 

@@ -25,6 +25,7 @@ _PREPARE = {
     "sklearn": ("train.py", ("model/digits-pipeline.skops", "example.json")),
     "minilm": ("prepare.py", ("model/model.safetensors", "example.json")),
     "smollm2": ("prepare.py", ("model/model.safetensors",)),  # its example is a chat in the spec
+    "smollm2-gguf": ("prepare.py", ("model/SmolLM2-135M-Instruct.Q4_1.gguf",)),
 }
 
 

@@ -13,7 +13,9 @@
     │   ├── QueueFullError                     server.max_queue requests wait already (503)
     │   ├── DeadlineError                      not done within server.request_timeout_s (504)
     │   ├── DrainingError                      the server is shutting down (503)
-    │   └── OverBudgetError                    longer than the context or the KV-cache budget (400)
+    │   ├── OverBudgetError                    longer than the context or the KV-cache budget (400)
+    │   ├── BadPromptError                     a prompt that cannot be generated from (400)
+    │   └── UnsupportedFieldError              a field the serving engine does not do (400)
     ├── server.http.errors.ApiError        an HTTP answer with its HTTPStatus; server/http/errors.py maps
     │                                      every error above and below to one, in one place
     ├── server.http.errors.TooLarge        more items or JSON values than a request may carry (413)

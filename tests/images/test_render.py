@@ -344,3 +344,17 @@ def test_the_wheel_built_from_the_source_tree_carries_the_dockerfile_template() 
         shutil.rmtree(wheel.parent)
     assert "modelpod/images/templates/Dockerfile.j2" in names
     assert "modelpod/server/__main__.py" in names
+
+
+def test_a_spec_served_by_an_external_engine_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """Images do not carry llama.cpp or vLLM yet: an image without its engine would build, then fail to
+    start; the build says so first (docs/engines.md)."""
+    (tmp_path / "model.gguf").write_bytes(b"")
+    (tmp_path / "modelpod.yaml").write_text(
+        "name: chat\nmodel: {path: model.gguf, format: gguf}\ngeneration: {engine: llamacpp}\n"
+    )
+    with pytest.raises(BuildContextError) as caught:
+        render_context(load_spec(tmp_path))
+    assert "llamacpp engine" in str(caught.value)
+    assert "generation.engine: builtin" in (caught.value.hint or "")
+    assert not (tmp_path / ".modelpod").exists()

@@ -19,6 +19,7 @@ ALLOWED = {
     (Health.STARTING, Health.FAILED),
     (Health.STARTING, Health.DRAINING),
     (Health.READY, Health.DRAINING),
+    (Health.READY, Health.FAILED),
     (Health.DRAINING, Health.STOPPED),
 }
 

@@ -93,6 +93,14 @@ def render_context(
     spec: Spec, options: ContextOptions = ContextOptions(), sources: Sources | None = None
 ) -> BuildContext:
     """Write the build context for `spec` (from `sources`, gathered here when not given)."""
+    if spec.engine in ("llamacpp", "vllm"):
+        # an image without the engine would build and then fail to start: refuse before building
+        raise BuildContextError(
+            f"{spec.name} is served by the {spec.engine} engine, and modelpod cannot build images for "
+            "the external engines yet",
+            hint="serve it with `modelpod serve` where the engine is installed (docs/engines.md), or set "
+            "generation.engine: builtin to build an image of the built-in engine (not for a GGUF file)",
+        )
     sources = sources or gather_sources(spec, options)
     directory = context_dir(spec)
     directory.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ _MODULES = {
     "keras": "keras_runtime",
     "tensorflow": "tensorflow_runtime",
     "transformers": "transformers_runtime",
+    "gguf": "external_runtime",  # served by llama.cpp beside the server (server/engines/)
     "custom": "custom_runtime",
 }
 

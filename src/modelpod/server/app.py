@@ -11,9 +11,9 @@ engine (server/scheduling/generation.py) instead of the batcher, on the same one
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -25,10 +25,15 @@ from starlette.routing import Route
 from modelpod import contract
 from modelpod.errors import ModelpodError
 from modelpod.predictor import Predictor
+from modelpod.runtimes.base import reconcile
+from modelpod.runtimes.external_runtime import SIGNATURE as EXTERNAL_SIGNATURE
+from modelpod.runtimes.external_runtime import ExternalEngineRuntime
 from modelpod.runtimes.generation_runtime import TextGenerator
 from modelpod.server.core.health import Health
-from modelpod.server.core.metrics import CONTENT_TYPE, GenerationMetrics
+from modelpod.server.core.metrics import CONTENT_TYPE
 from modelpod.server.core.state import ServerState
+from modelpod.server.engines.builtin import start_builtin
+from modelpod.server.engines.external import start_external
 from modelpod.server.http.asgi import ServerApp
 from modelpod.server.http.auth import BearerAuth
 from modelpod.server.http.errors import ApiError
@@ -38,14 +43,10 @@ from modelpod.server.protocols.openai import embeddings as openai_embeddings
 from modelpod.server.protocols.openai import generation as generation_routes
 from modelpod.server.protocols.v2 import routes as v2_routes
 from modelpod.server.scheduling.batcher import Batcher, BatchStats, model_thread
-from modelpod.server.scheduling.generation import GenerationEngine
-from modelpod.server.scheduling.generation_request import GenerationLimits
 from modelpod.specfile.resolved import Spec
 
 log = logging.getLogger("modelpod.server")
-
-# at shut-down, how long the generation engine may take to end the step it is in
-_ENGINE_STOP_S = 30.0
+EXTERNAL_ENGINES = ("llamacpp", "vllm")  # run as child processes (server/engines/)
 
 
 def create_app(
@@ -93,6 +94,9 @@ def create_app(
 async def _load(
     state: ServerState, predictor: Predictor | None, on_failure: Callable[[], None] | None
 ) -> None:
+    if state.spec.engine in EXTERNAL_ENGINES and predictor is None:
+        await _start_external(state, on_failure)
+        return
     thread = model_thread(0)  # load, warm up and predict on one thread (see model_thread)
     try:
         if predictor is None:
@@ -107,7 +111,8 @@ async def _load(
         _fail(state, f"{type(exc).__name__}: {exc}", on_failure)
         return
     if isinstance(predictor.runtime, TextGenerator):
-        _start_engine(state, predictor.runtime, thread)
+        engine = start_builtin(state, predictor.runtime, thread)
+        state.generate = generation_routes.texts_for_prompts(engine)
         _ready(state, predictor)
         return
     server = state.spec.server
@@ -129,30 +134,28 @@ async def _load(
     _ready(state, predictor)
 
 
-def _start_engine(
-    state: ServerState, model: TextGenerator, thread: concurrent.futures.ThreadPoolExecutor
-) -> None:
-    """Run the generation engine's loop on the model's thread for the life of the server."""
-    settings = state.spec.generation
-    context = settings.max_context_tokens or model.max_context
-    limits = GenerationLimits(
-        max_running_sequences=settings.max_running_sequences,
-        max_tokens_per_step=settings.max_tokens_per_step,
-        max_context_tokens=context,
-        kv_cache_tokens=settings.kv_cache_tokens_for(context),
-        max_queue=state.spec.server.max_queue,
-        prefix_caching=settings.prefix_caching,
-    )
-    metrics = GenerationMetrics(state.metrics)
-    loop = asyncio.get_running_loop()
-    engine = GenerationEngine(model, limits, loop=loop, observer=metrics)
-    metrics.running.set_function(lambda: engine.running)
-    metrics.waiting.set_function(lambda: engine.waiting)
-    metrics.kv_usage.set_function(lambda: engine.kv_usage)
-    state.metrics.queue_now.set_function(lambda: engine.waiting)
-    state.engine = engine
-    state.engine_stopped = loop.run_in_executor(thread, engine.run)
-    state.generate = generation_routes.texts_for_prompts(state, engine)
+async def _start_external(state: ServerState, on_failure: Callable[[], None] | None) -> None:
+    """Start the spec's external engine (server/engines/external.py); ready when it is."""
+    started = time.perf_counter()
+    engine_name = str(state.spec.engine)
+
+    def died(reason: str) -> None:
+        if state.health.now is Health.READY:
+            state.health.move_to(Health.FAILED)
+            state.failure = reason
+            log.error("model %s stopped: %s; the server exits", state.name, reason)
+            if on_failure is not None:
+                on_failure()
+
+    try:
+        signature = reconcile(state.spec.model.signature, EXTERNAL_SIGNATURE, fmt=engine_name)
+        runtime = ExternalEngineRuntime(signature, engine_name)
+        engine = await start_external(state, died)
+    except ModelpodError as exc:
+        _fail(state, str(exc), on_failure)
+        return
+    state.generate = generation_routes.texts_for_prompts(engine)
+    _ready(state, Predictor(state.name, runtime, load_seconds=time.perf_counter() - started))
 
 
 def _ready(state: ServerState, predictor: Predictor) -> None:
@@ -183,11 +186,8 @@ def _observe(state: ServerState, stats: BatchStats) -> None:
 async def _stop(state: ServerState) -> None:
     if state.health.now is not Health.FAILED:
         state.health.move_to(Health.DRAINING)
-    if state.engine is not None and state.engine_stopped is not None:
-        # uvicorn has drained the requests (server/run.py); the engine ends its step and fails what is left
-        state.engine.close()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(state.engine_stopped), _ENGINE_STOP_S)
+    if state.engine_stop is not None:
+        await state.engine_stop()
     if state.batcher is not None:
         if not await state.batcher.drain(state.spec.server.drain_timeout_s):
             log.warning(

@@ -59,3 +59,30 @@ def read_footprint(path: Path, *, dtype: str | None = None, device: str = "cpu")
         kv_bytes_per_token=2 * layers * kv_heads * head_dim * element,
         context_tokens=context,
     )
+
+
+# llama.cpp keeps its KV cache in float16 unless told otherwise (--cache-type-k / -v)
+_GGUF_KV_BYTES = 2
+
+
+def read_gguf_footprint(path: Path) -> Footprint | None:
+    """The footprint of a GGUF language model as llama.cpp serves it: the file's size as the weights
+    (llama.cpp maps them as they are), keys and values in float16; None when the file says too little."""
+    from modelpod.specfile.gguf import GGUFError, read_metadata
+
+    try:
+        metadata = read_metadata(path)
+        arch = str(metadata["general.architecture"])
+        heads = int(metadata[f"{arch}.attention.head_count"])
+        kv_heads = int(metadata.get(f"{arch}.attention.head_count_kv") or heads)
+        head_dim = int(metadata.get(f"{arch}.attention.key_length") or
+                       int(metadata[f"{arch}.embedding_length"]) // heads)  # fmt: skip
+        layers = int(metadata[f"{arch}.block_count"])
+        context = int(metadata.get(f"{arch}.context_length") or 0)
+    except (OSError, GGUFError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return Footprint(
+        weights_bytes=path.stat().st_size,
+        kv_bytes_per_token=2 * layers * kv_heads * head_dim * _GGUF_KV_BYTES,
+        context_tokens=context,
+    )

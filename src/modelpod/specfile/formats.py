@@ -17,6 +17,7 @@ _BY_SUFFIX = {
     ".ts": "torch",
     ".torchscript": "torch",
     ".keras": "keras",
+    ".gguf": "gguf",
 }
 
 

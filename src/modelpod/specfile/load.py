@@ -26,7 +26,7 @@ from modelpod.signature import suggest
 from modelpod.specfile._issues import Loc, format_path, validation_issues, yaml_issue
 from modelpod.specfile._paths import inside, read_example
 from modelpod.specfile._yaml import MAX_SPEC_BYTES, Refused, decode_spec, parse_yaml, read_limited
-from modelpod.specfile.footprint import read_footprint
+from modelpod.specfile.footprint import read_footprint, read_gguf_footprint
 from modelpod.specfile.formats import detect_format
 from modelpod.specfile.model import FORMATS, SpecFile, default_body_limit
 from modelpod.specfile.patterns import quantity_bytes
@@ -259,6 +259,7 @@ def _resolve(
     root = source.parent.resolve()
     issues: list[SpecIssue] = []
     model = _resolve_model(file, root, require_model, issues)
+    engine = _resolve_engine(file, model, issues)
     examples = _resolve_examples(file, root, model, issues)
     inside(root, file.train.output_dir, "train.output_dir", issues)
     _check_storage(file, issues)
@@ -271,6 +272,7 @@ def _resolve(
         python=file.python,
         server=file.server,
         generation=file.generation,
+        engine=engine,
         resources=file.resources,
         scaling=file.scaling,
         image=ResolvedImage(repository=file.image.repository or file.name, base=file.image.base),
@@ -282,6 +284,51 @@ def _resolve(
         root=root,
         source=source.resolve(),
     )
+
+
+def _resolve_engine(file: SpecFile, model: ResolvedModel, issues: list[SpecIssue]) -> str | None:
+    """The engine that generates a language model's text (docs/engines.md), or None for any other model:
+    `generation.engine`, or for `auto`, llamacpp for a GGUF file, vllm when the spec asks for GPUs, the
+    built-in engine otherwise."""
+    chosen = file.generation.engine
+    if model.format == "gguf":
+        if chosen in ("builtin", "vllm"):
+            issues.append(
+                SpecIssue(
+                    "generation.engine",
+                    f"the {chosen} engine serves a transformers directory, not a GGUF file",
+                    value=chosen,
+                    hint="use engine llamacpp (or auto) for a GGUF file, or point model.path at a "
+                    "transformers directory",
+                )
+            )
+        return "llamacpp"
+    language_model = model.footprint is not None or model.options.get("task") == "text-generation"
+    if not language_model:
+        if chosen in ("llamacpp", "vllm"):
+            issues.append(
+                SpecIssue(
+                    "generation.engine",
+                    f"the {chosen} engine serves language models; a {model.format} model is served by "
+                    "modelpod itself",
+                    value=chosen,
+                    hint="remove generation.engine",
+                )
+            )
+        return None
+    if chosen == "llamacpp":
+        issues.append(
+            SpecIssue(
+                "generation.engine",
+                "llama.cpp serves GGUF files, and model.path is a transformers directory",
+                value=chosen,
+                hint="convert it with llama.cpp's convert_hf_to_gguf.py and point model.path at the .gguf "
+                "file, or use engine builtin or vllm",
+            )
+        )
+    if chosen == "auto":
+        return "vllm" if file.resources.gpu > 0 else "builtin"
+    return chosen
 
 
 def _check_storage(file: SpecFile, issues: list[SpecIssue]) -> None:
@@ -385,6 +432,8 @@ def _resolve_model(file: SpecFile, root: Path, require_model: bool, issues: list
     if fmt == "transformers" and path is not None and path.is_dir():
         dtype, device = section.options.get("dtype"), str(section.options.get("device", "cpu"))
         footprint = read_footprint(path, dtype=str(dtype) if dtype else None, device=device)
+    elif fmt == "gguf" and path is not None and path.is_file():
+        footprint = read_gguf_footprint(path)
     return ResolvedModel(
         path=path,
         format=fmt or "custom",

@@ -26,6 +26,7 @@ from modelpod.specfile.patterns import (
     URL_PATTERN,
     DebPackage,
     DnsSubdomain,
+    EngineArg,
     EnvName,
     EnvValue,
     ImageRef,
@@ -35,7 +36,9 @@ from modelpod.specfile.patterns import (
     quantity_bytes,
 )
 
-Format = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "custom"]
+Format = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "gguf", "custom"]
+Engine = Literal["auto", "builtin", "llamacpp", "vllm"]
+ENGINES: tuple[str, ...] = Engine.__args__  # type: ignore[attr-defined]
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
 
 INT32_MAX = 2**31 - 1  # Kubernetes counts and durations are int32
@@ -161,7 +164,21 @@ class ServerSection(Section):
 
 
 class GenerationSection(Section):
-    """Text generation (causal language models): the limits of continuous batching."""
+    """Text generation (causal language models): the engine and the limits of continuous batching."""
+
+    engine: Engine = Field(
+        default="auto",
+        description="What generates the text: builtin (modelpod's own engine on transformers, any "
+        "architecture, nothing else to install), llamacpp (llama.cpp's llama-server, for a GGUF file), vllm "
+        "(vLLM, for a transformers directory; GPUs, or its CPU build). auto: llamacpp for a GGUF file, vllm "
+        "when resources.gpu asks for GPUs, builtin otherwise (docs/engines.md).",
+    )
+    engine_args: list[EngineArg] = Field(
+        default_factory=list,
+        max_length=64,
+        description="More command-line arguments for an external engine (llamacpp, vllm), after the ones "
+        "modelpod sets, e.g. [--threads, '4'].",
+    )
 
     max_running_sequences: int = Field(
         default=16, ge=1, le=4096, description="Sequences decoded together in one step; the rest wait."

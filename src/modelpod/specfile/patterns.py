@@ -46,6 +46,8 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 CLASS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+# one command-line argument of an engine (no shell reads it: only control characters are refused)
+ENGINE_ARG_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 # what each pattern takes, in words (specfile/_issues.py adds it to the issue as the hint)
 PATTERN_HINTS: dict[str, str] = {
@@ -66,6 +68,7 @@ PATTERN_HINTS: dict[str, str] = {
     MEMORY_PATTERN: "bytes as a Kubernetes quantity: a number with Ki, Mi, Gi, Ti (powers of 1024) or "
     "k, M, G, T (powers of 1000), e.g. 512Mi or 1Gi (not 1GB)",
     CLASS_PATTERN: 'a Python class as "module:Class", e.g. my_model:Model',
+    ENGINE_ARG_PATTERN: 'one command-line argument, without control characters, e.g. "--threads" then "4"',
 }
 
 ImageRef = Annotated[str, StringConstraints(pattern=IMAGE_REF_PATTERN, max_length=512)]
@@ -76,6 +79,7 @@ EnvValue = Annotated[str, StringConstraints(pattern=ENV_VALUE_PATTERN)]
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317)]
 LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
 DnsSubdomain = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+EngineArg = Annotated[str, StringConstraints(pattern=ENGINE_ARG_PATTERN, max_length=4096)]
 
 _QUANTITY_SUFFIXES = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,

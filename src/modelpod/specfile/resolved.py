@@ -60,6 +60,9 @@ class Spec(_Frozen):
     python: PythonSection
     server: ServerSection
     generation: GenerationSection
+    # the engine of a language model's text generation (builtin, llamacpp or vllm; `generation.engine`
+    # resolved), None for any other model
+    engine: str | None
     resources: ResourcesSection
     scaling: ScalingSection
     image: ResolvedImage

@@ -1,7 +1,7 @@
 """The server's health, an explicit state machine changed only through `HealthState.move_to`:
 
     STARTING --load ok--> READY --SIGTERM--> DRAINING --drained--> STOPPED
-        ├--load fails--> FAILED
+        ├--load fails--> FAILED      └--an external engine dies--> FAILED
         └--stopped while loading (in process)--> DRAINING
 
 Liveness answers 200 in STARTING, READY and DRAINING; readiness only in READY.
@@ -24,7 +24,7 @@ class Health(enum.Enum):
 # a bug (FAILED and STOPPED are final)
 _NEXT: dict[Health, frozenset[Health]] = {
     Health.STARTING: frozenset({Health.READY, Health.FAILED, Health.DRAINING}),
-    Health.READY: frozenset({Health.DRAINING}),
+    Health.READY: frozenset({Health.DRAINING, Health.FAILED}),
     Health.DRAINING: frozenset({Health.STOPPED}),
     Health.STOPPED: frozenset(),
     Health.FAILED: frozenset(),

@@ -5,7 +5,6 @@ the requests in flight and the auth check. It holds them; the checks before an i
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -17,7 +16,7 @@ from modelpod.server.http.auth import BearerAuth
 from modelpod.server.http.inflight import InFlight
 from modelpod.server.http.limits import RequestLimits
 from modelpod.server.scheduling.batcher import Batcher
-from modelpod.server.scheduling.generation import GenerationEngine
+from modelpod.server.scheduling.text_engine import TextEngine
 from modelpod.specfile.resolved import Spec
 
 
@@ -31,9 +30,9 @@ class ServerState:
         self.access_log = spec.server.access_log
         self.predictor: Predictor | None = None
         self.batcher: Batcher | None = None
-        # a text-generation model runs under the engine instead of the batcher (server/scheduling/)
-        self.engine: GenerationEngine | None = None
-        self.engine_stopped: asyncio.Future[None] | None = None  # the engine's loop, done when it ends
+        # a text-generation model runs under an engine instead of the batcher (server/engines/)
+        self.engine: TextEngine | None = None
+        self.engine_stop: Callable[[], Awaitable[None]] | None = None  # ends the engine at shut-down
         self.generate: Callable[[Batch], Awaitable[Batch]] | None = None  # /predict and v2 through it
         self.started_at = int(time.time())
         self.failure: str | None = None

@@ -12,10 +12,12 @@ from http import HTTPStatus
 
 from modelpod.errors import InferenceError, InputError, ModelpodError
 from modelpod.server.scheduling.errors import (
+    BadPromptError,
     DeadlineError,
     DrainingError,
     OverBudgetError,
     QueueFullError,
+    UnsupportedFieldError,
 )
 
 
@@ -53,6 +55,8 @@ _STATUS: tuple[tuple[type[ModelpodError], HTTPStatus, Mapping[str, str], str | N
     (DeadlineError, HTTPStatus.GATEWAY_TIMEOUT, {}, "deadline"),
     (DrainingError, HTTPStatus.SERVICE_UNAVAILABLE, CLOSE, "draining"),
     (OverBudgetError, HTTPStatus.BAD_REQUEST, {}, None),
+    (BadPromptError, HTTPStatus.BAD_REQUEST, {}, None),
+    (UnsupportedFieldError, HTTPStatus.BAD_REQUEST, {}, None),
     (TooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {}, "too_many_items"),
     (ProtocolError, HTTPStatus.BAD_REQUEST, {}, None),
     (InputError, HTTPStatus.UNPROCESSABLE_ENTITY, {}, None),

@@ -165,6 +165,8 @@ def configure_logging(level: str = "info") -> None:
         logger.propagate = True
     # replaced by modelpod.access, which carries the request id and the duration
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request at info: those of the server to its engine (server/engines/) every second
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     # what no line here shows, logging need not look up for every record (the logging HOWTO's
     # "Optimization"): the caller's file and line, the thread, the process. An access-log line went from
     # 18 to 11 microseconds.

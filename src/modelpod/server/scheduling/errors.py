@@ -25,3 +25,12 @@ class DrainingError(SchedulingError):
 
 class OverBudgetError(SchedulingError):
     """The request can never run: it needs more tokens than the context or the KV-cache budget holds."""
+
+
+class BadPromptError(SchedulingError):
+    """The prompt cannot be generated from: empty after tokenizing, no chat template, or refused by an
+    external engine for what it holds."""
+
+
+class UnsupportedFieldError(SchedulingError):
+    """The request asks for something the serving engine does not do (a field another engine honours)."""

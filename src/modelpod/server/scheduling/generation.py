@@ -128,7 +128,7 @@ class GenerationEngine:
         """Queue `request`; raises QueueFullError when max_queue requests wait already, DrainingError
         when the engine is closed."""
         self.check(len(request.prompt), request.max_tokens)
-        handle = Generation(request, self._wake)
+        handle = Generation(self._wake, request=request)
         now = time.monotonic()
         sequence = _Sequence(
             handle=handle,

@@ -102,16 +102,25 @@ class Observer(Protocol):
 
 
 class Generation:
-    """One request's side of a generation, on the event loop."""
+    """One request's side of a generation, on the event loop. `request` is the built-in engine's; an
+    external engine's handle has none, and learns its prompt's length from the engine's usage."""
 
-    def __init__(self, request: GenerationRequest, wake: Callable[[], None]) -> None:
-        self.request = request
-        self.prompt_tokens = len(request.prompt)
+    def __init__(
+        self, wake: Callable[[], None], *, request: GenerationRequest | None = None, prompt_tokens: int = 0
+    ) -> None:
+        self._request = request
+        self.prompt_tokens = len(request.prompt) if request is not None else prompt_tokens
         self.completion_tokens = 0
         self.cancelled = False  # read by the engine thread at its next step
         self._queue: asyncio.Queue[Chunk] = asyncio.Queue()
         self._wake = wake
         self.finished = False
+
+    @property
+    def request(self) -> GenerationRequest:
+        if self._request is None:
+            raise RuntimeError("an external engine's generation has no GenerationRequest")
+        return self._request
 
     def cancel(self) -> None:
         """The client is gone: the engine frees the sequence at its next step."""

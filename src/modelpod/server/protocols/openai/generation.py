@@ -13,9 +13,6 @@ route counts its tokens.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import functools
 import time
 from collections.abc import AsyncGenerator, Callable
 from http import HTTPStatus
@@ -32,11 +29,9 @@ from modelpod.server.http.errors import ApiError, api_error
 from modelpod.server.http.logs import request_id
 from modelpod.server.http.responses import json_body, openai_error_body
 from modelpod.server.protocols.openai.params import GenerationParams, parse_body, parse_chat, parse_completion
-from modelpod.server.scheduling.generation import GenerationEngine
-from modelpod.server.scheduling.generation_request import Generation, GenerationRequest
+from modelpod.server.scheduling.generation_request import Generation
+from modelpod.server.scheduling.text_engine import TextEngine, TextRequest
 
-# prompts up to this many characters are tokenized on the event loop (well under a millisecond)
-TOKENIZE_IN_PLACE_CHARS = 2000
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
 
@@ -45,20 +40,12 @@ def inference_routes(state: ServerState) -> list[InferenceRoute]:
     async def chat(call: Call) -> Reply:
         engine = _engine(state)
         params = parse_chat(await parse_body(call.body), state.name)
-        size = sum(len(str(m["content"])) for m in params.messages or ())
-        messages = params.messages or ()
-        prompt = await _tokenize(lambda: engine.model.chat_prompt(messages), size)
-        return await _generate(state, engine, call, params, prompt)
+        return await _generate(state, engine, call, params)
 
     async def completions(call: Call) -> Reply:
         engine = _engine(state)
         params = parse_completion(await parse_body(call.body), state.name)
-        if isinstance(params.prompt, tuple):
-            prompt = list(params.prompt)
-        else:
-            text = str(params.prompt)
-            prompt = await _tokenize(lambda: engine.model.text_prompt(text), len(text))
-        return await _generate(state, engine, call, params, prompt)
+        return await _generate(state, engine, call, params)
 
     return [
         InferenceRoute(contract.CHAT_COMPLETIONS, chat, openai_errors=True, watch_disconnect=True),
@@ -66,18 +53,15 @@ def inference_routes(state: ServerState) -> list[InferenceRoute]:
     ]
 
 
-def texts_for_prompts(state: ServerState, engine: GenerationEngine) -> Callable[[Batch], Any]:
+def texts_for_prompts(engine: TextEngine) -> Callable[[Batch], Any]:
     """`/predict` and v2 infer on a text-generation model: each prompt through the engine, greedy, with
     the default max_tokens; a coroutine function from a batch of prompts to a batch of texts."""
 
     async def generate(inputs: Batch) -> Batch:
-        handles = []
+        handles: list[Generation] = []
         try:  # what the engine raises reaches ServerApp, which answers it (server/http/errors.py)
             for prompt in inputs["prompt"]:
-                text = str(prompt)
-                ids = await _tokenize(functools.partial(engine.model.text_prompt, text), len(text))
-                max_tokens = _max_tokens(state, engine, None, len(ids))
-                handles.append(engine.submit(_request(state, None, ids, max_tokens)))
+                handles.append(await engine.start(TextRequest(prompt=str(prompt))))
             texts = [(await handle.result())[0] for handle in handles]
         finally:
             for handle in handles:
@@ -87,7 +71,7 @@ def texts_for_prompts(state: ServerState, engine: GenerationEngine) -> Callable[
     return generate
 
 
-def _engine(state: ServerState) -> GenerationEngine:
+def _engine(state: ServerState) -> TextEngine:
     gate.loaded(state)  # 503 while loading or draining
     if state.engine is None:
         raise ApiError(
@@ -97,59 +81,8 @@ def _engine(state: ServerState) -> GenerationEngine:
     return state.engine
 
 
-async def _tokenize(encode: Callable[[], list[int]], chars: int) -> list[int]:
-    try:
-        if chars <= TOKENIZE_IN_PLACE_CHARS:
-            return encode()
-        return await asyncio.to_thread(encode)
-    except ValueError as exc:  # e.g. no chat template
-        raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-
-
-def _max_tokens(state: ServerState, engine: GenerationEngine, asked: int | None, prompt: int) -> int:
-    if asked is not None:
-        return asked
-    room = engine.limits.max_context_tokens - prompt
-    if room < 1:
-        raise ApiError(
-            HTTPStatus.BAD_REQUEST,
-            f"the prompt has {prompt} tokens, which leaves no room in this model's context of "
-            f"{engine.limits.max_context_tokens} tokens; shorten it",
-        )
-    return min(state.spec.generation.default_max_tokens, room)
-
-
-def _request(
-    state: ServerState, params: GenerationParams | None, prompt: list[int], max_tokens: int
-) -> GenerationRequest:
-    """The engine's request; without params (/predict and v2), greedy with the server's defaults."""
-    request = GenerationRequest(tuple(prompt), max_tokens, timeout_s=state.spec.server.request_timeout_s)
-    if params is None:
-        return request
-    return dataclasses.replace(
-        request,
-        stop=params.stop,
-        stop_token_ids=params.stop_token_ids,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        min_p=params.min_p,
-        repetition_penalty=params.repetition_penalty,
-        presence_penalty=params.presence_penalty,
-        frequency_penalty=params.frequency_penalty,
-        seed=params.seed,
-        ignore_eos=params.ignore_eos,
-    )
-
-
-async def _generate(
-    state: ServerState, engine: GenerationEngine, call: Call, params: GenerationParams, prompt: list[int]
-) -> Reply:
-    if not prompt:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "the prompt is empty after tokenizing")
-    max_tokens = _max_tokens(state, engine, params.max_tokens, len(prompt))
-    handle = engine.submit(_request(state, params, prompt, max_tokens))
-    call.log["prompt_tokens"] = len(prompt)
+async def _generate(state: ServerState, engine: TextEngine, call: Call, params: GenerationParams) -> Reply:
+    handle = await engine.start(params.request)
     answer = _Answer(state.name, params)
     if params.stream:
         events = answer.events(handle, call)
@@ -158,8 +91,13 @@ async def _generate(
         text, finish = await handle.result()
     finally:
         handle.cancel()  # when this handler is cancelled (the client left): free the sequence
-        call.log["completion_tokens"] = handle.completion_tokens
+        _log_tokens(call, handle)
     return Reply(json_body(answer.whole(text, finish, handle)))
+
+
+def _log_tokens(call: Call, handle: Generation) -> None:
+    call.log["prompt_tokens"] = handle.prompt_tokens
+    call.log["completion_tokens"] = handle.completion_tokens
 
 
 class _Answer:
@@ -197,7 +135,7 @@ class _Answer:
             yield _DONE
         finally:
             handle.cancel()
-            call.log["completion_tokens"] = handle.completion_tokens
+            _log_tokens(call, handle)
 
     def _choice(self, content: Any, finish: str | None) -> dict[str, Any]:
         body = {"delta": content} if self.chat else {"text": content}

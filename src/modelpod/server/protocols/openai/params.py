@@ -20,6 +20,7 @@ import orjson
 
 from modelpod.server.http.errors import ApiError
 from modelpod.server.http.limits import off_loop
+from modelpod.server.scheduling.text_engine import TextRequest
 
 MAX_STOP_STRINGS = 4
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -62,22 +63,9 @@ MAX_STOP_TOKEN_IDS = 64
 @dataclass(frozen=True)
 class GenerationParams:
     kind: Literal["chat", "text"]
-    messages: tuple[Mapping[str, Any], ...] | None  # chat
-    prompt: str | tuple[int, ...] | None  # completions: text, or token ids
-    max_tokens: int | None  # None: the server's default
-    stop: tuple[str, ...]
-    stop_token_ids: tuple[int, ...]
-    temperature: float
-    top_p: float
-    top_k: int  # 0: no cut
-    min_p: float
-    repetition_penalty: float
-    presence_penalty: float
-    frequency_penalty: float
-    seed: int | None
+    request: TextRequest  # what the engine generates (server/scheduling/text_engine.py)
     stream: bool
     include_usage: bool
-    ignore_eos: bool  # vLLM's extension: generate max_tokens tokens whatever the model says (benchmarks)
 
 
 async def parse_body(raw: bytes | bytearray) -> dict[str, Any]:
@@ -145,8 +133,7 @@ def _common(
         raise ApiError(
             HTTPStatus.BAD_REQUEST, 'stream_options must be an object such as {"include_usage": true}'
         )
-    return GenerationParams(
-        kind=kind,
+    request = TextRequest(
         messages=messages,
         prompt=prompt,
         max_tokens=_max_tokens(body),
@@ -160,9 +147,13 @@ def _common(
         presence_penalty=_number(body, "presence_penalty", 0.0, low=-2.0, high=2.0),
         frequency_penalty=_number(body, "frequency_penalty", 0.0, low=-2.0, high=2.0),
         seed=_seed(body.get("seed")),
+        ignore_eos=_bool(body, "ignore_eos", default=False),
+    )
+    return GenerationParams(
+        kind=kind,
+        request=request,
         stream=stream,
         include_usage=bool(stream and options and _bool(options, "include_usage", default=False)),
-        ignore_eos=_bool(body, "ignore_eos", default=False),
     )
 
 
