@@ -63,7 +63,7 @@ llama-server: $(LLAMA_SERVER)
 vllm: $(VLLM_PYTHON)
 
 $(LLAMA_SERVER):
-	bash engines/build-llama-server.sh
+	bash src/modelpod/images/templates/build-llama-server.sh
 
 $(VLLM_PYTHON):
 	PYTHON=$(PYTHON) bash engines/install-vllm.sh

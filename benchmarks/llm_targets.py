@@ -26,6 +26,7 @@ stopped with SIGTERM, then SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import shutil
@@ -237,11 +238,12 @@ class RunningServer:
         if self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
+        # and what the server's own children left behind (vLLM's engine core once outlived its server)
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        self.process.wait(10)
 
 
 ENGINES = ("llamacpp", "vllm")

@@ -3,7 +3,8 @@
 The server serves these routes and exports these metrics; the Kubernetes renderer probes the routes and
 queries the metrics (probes, ServiceMonitor, alerts, dashboard, autoscaling), the image's HEALTHCHECK and
 smoke test wait on readiness, and `bench` reads the metrics. It sits at the bottom of the layers and
-imports nothing, so every layer can read it (docs/architecture.md).
+imports nothing of modelpod, so every layer can read it (docs/architecture.md). Its last section is the
+contract between the server and what installs its external engines (`make`, the image).
 
 Metric names are the names a metric is declared with. Prometheus' exposition adds suffixes: `_total` to
 a counter's samples, `_bucket`, `_sum` and `_count` to a histogram's; queries use `total()`, `bucket()`,
@@ -11,6 +12,9 @@ a counter's samples, `_bucket`, `_sum` and `_count` to a histogram's; queries us
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 # --- routes ---------------------------------------------------------------------------------------
 LIVE = "/v2/health/live"  # the process works (liveness)
@@ -72,3 +76,18 @@ def sum_of(histogram: str) -> str:
 
 def count_of(histogram: str) -> str:
     return f"{histogram}_count"
+
+
+# --- external engines: where the server finds them (docs/engines.md) ------------------------------
+LLAMA_CPP_BUILD = "b11434"  # the llama.cpp release images/templates/build-llama-server.sh builds
+LLAMA_SERVER_ENV = "MODELPOD_LLAMA_SERVER"  # a llama-server to use; the llamacpp image sets it
+IMAGE_LLAMA_CPP = "/opt/llama.cpp"  # where a llamacpp image holds llama.cpp (bin/llama-server, lib/)
+
+
+def cache_dir() -> Path:
+    """Where modelpod keeps what it builds, installs and downloads for the engines, reused by every
+    checkout: $MODELPOD_CACHE_DIR, else $XDG_CACHE_HOME/modelpod, else ~/.cache/modelpod."""
+    named = os.environ.get("MODELPOD_CACHE_DIR")
+    if named:
+        return Path(named)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()) / "modelpod"

@@ -28,11 +28,9 @@ import asyncio
 import contextlib
 import json
 import math
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +43,8 @@ from modelpod.bench.workload import Workload
 from modelpod.deploy.render import render_manifests
 from modelpod.specfile import load_spec
 from tests.deploy.conftest import RENDER_IMAGE
+from tests.prometheus_process import query, running_prometheus, wait_for
 from tests.server_process import ServerProcess
-from tests.tools import need_tool
 
 NAMESPACE = "models"
 ALERTS = ("ModelpodHighErrorRate", "ModelpodHighLatencyP99", "ModelpodRejectingRequests")
@@ -107,69 +105,15 @@ def rendered(project: Path) -> dict[str, dict[str, Any]]:
     return {o["kind"]: o for o in render_manifests(load_spec(project), image=RENDER_IMAGE)}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def prometheus(
     server: ServerProcess, rendered: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    binary = need_tool("prometheus", "install Debian's prometheus package (../shared/ci/engine-up does)")
+    # the labels the Prometheus Operator gives a ServiceMonitor's targets, which the queries use
+    target = {server.url.removeprefix("http://"): {"namespace": NAMESPACE, "pod": "conditions-0"}}
     folder = tmp_path_factory.mktemp("prometheus")
-    (folder / "rules.yaml").write_text(yaml.safe_dump(rendered["PrometheusRule"]["spec"]))
-    target = server.url.removeprefix("http://")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(folder / "rules.yaml")],
-        "scrape_configs": [{
-            "job_name": "modelpod",
-            # the labels the Prometheus Operator gives a ServiceMonitor's targets, which the queries use
-            "static_configs": [{"targets": [target],
-                                "labels": {"namespace": NAMESPACE, "pod": "conditions-0"}}],
-        }],
-    }  # fmt: skip
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    url = f"http://127.0.0.1:{_free_port()}"
-    log = (folder / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address={url.removeprefix('http://')}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        _wait(lambda: _ready(url), 60, lambda: (folder / "prometheus.log").read_text()[-3000:])
-        _wait(lambda: bool(query(url, "up == 1")), 30, lambda: "the server's target is not up")
+    with running_prometheus(folder, target, rules=rendered["PrometheusRule"]["spec"]) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _wait(condition: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout}s: {explain()}")
-
-
-def query(url: str, expr: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert answer["status"] == "success", answer
-    result: list[dict[str, Any]] = answer["data"]["result"]
-    return result
 
 
 def alert_states(url: str) -> dict[str, str]:
@@ -209,7 +153,7 @@ def test_alerts_fire_on_their_conditions_and_the_dashboard_has_data(
     # latency window (5 minutes).
     # 1. normal load: some seconds of answered requests and evaluations, and no alert at all
     normal = Background(server.url, NORMAL, rate=25)
-    _wait(lambda: bool(query(prometheus, 'modelpod_requests_total{code="200",endpoint="/predict"} > 100')),
+    wait_for(lambda: bool(query(prometheus, 'modelpod_requests_total{code="200",endpoint="/predict"} > 100')),
           30, lambda: "no answered requests scraped")  # fmt: skip
     for _ in range(8):
         assert alert_states(prometheus) == {}
@@ -218,7 +162,7 @@ def test_alerts_fire_on_their_conditions_and_the_dashboard_has_data(
 
     # 2. errors: only the error-rate alert
     errors = Background(server.url, FAILING, rate=25)
-    _wait(lambda: alert_states(prometheus).get("ModelpodHighErrorRate") == "firing", WAIT_S,
+    wait_for(lambda: alert_states(prometheus).get("ModelpodHighErrorRate") == "firing", WAIT_S,
           lambda: str(alert_states(prometheus)))  # fmt: skip
     p99 = query(prometheus, rendered_p99(rendered))
     assert set(alert_states(prometheus)) == {"ModelpodHighErrorRate"}, p99
@@ -226,14 +170,14 @@ def test_alerts_fire_on_their_conditions_and_the_dashboard_has_data(
 
     # 3. latency: slow requests, fewer callers than the queue holds
     slow = Background(server.url, SLOW, callers=16)
-    _wait(lambda: alert_states(prometheus).get("ModelpodHighLatencyP99") == "firing", WAIT_S,
+    wait_for(lambda: alert_states(prometheus).get("ModelpodHighLatencyP99") == "firing", WAIT_S,
           lambda: str(alert_states(prometheus)) + str(query(prometheus, rendered_p99(rendered))))  # fmt: skip
     slow.stop()
     assert not query(prometheus, "modelpod_rejected_requests_total")  # nothing was refused so far
 
     # 4. overload: twice as many callers as the queue holds
     flood = Background(server.url, SLOW, callers=64)
-    _wait(lambda: alert_states(prometheus).get("ModelpodRejectingRequests") == "firing", WAIT_S,
+    wait_for(lambda: alert_states(prometheus).get("ModelpodRejectingRequests") == "firing", WAIT_S,
           lambda: str(alert_states(prometheus)) + str(query(prometheus, "modelpod_rejected_requests_total"))
           + str(query(prometheus, "modelpod_requests_total")))  # fmt: skip
     flood.stop()

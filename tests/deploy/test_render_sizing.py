@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from modelpod.deploy.render import render_manifests
-from modelpod.deploy.render.sizing import MIB, RUNTIME_BYTES
+from modelpod.deploy.render.sizing import MIB, RUNTIME_BYTES, RUNTIME_BYTES_BY_ENGINE
 from modelpod.specfile import load_spec
+from tests.conftest import prepare_example
 from tests.deploy.conftest import RENDER_IMAGE
 
 # SmolLM2-135M's shape: 30 layers, 9 heads of 64 (576 wide), 3 KV heads, 8k context
@@ -64,6 +65,23 @@ def test_a_smaller_kv_budget_and_bfloat16_weights_change_the_size(tmp_path: Path
     rendered = server(deployment(project(tmp_path, weights=269_045_204, config=config, extra=extra)))
     # bfloat16 on disk, float32 in memory on a CPU: the weights take twice their files
     needed = 2 * 269_045_204 + 8192 * KV_PER_TOKEN + RUNTIME_BYTES
+    assert rendered["resources"]["limits"]["memory"] == f"{-(-needed // MIB)}Mi"
+
+
+def test_the_vllm_engine_is_sized_for_its_own_processes(tmp_path: Path) -> None:
+    extra = "generation: {engine: vllm}\n"
+    rendered = server(deployment(project(tmp_path, weights=538_090_408, extra=extra)))
+    needed = 538_090_408 + 16 * 2048 * KV_PER_TOKEN + RUNTIME_BYTES_BY_ENGINE["vllm"]
+    assert rendered["resources"]["limits"]["memory"] == f"{-(-needed // MIB)}Mi"
+
+
+def test_a_gguf_file_is_sized_from_its_header(tmp_path: Path) -> None:
+    gguf = next((prepare_example("smollm2-gguf") / "model").glob("*.gguf"))
+    (tmp_path / gguf.name).hardlink_to(gguf)
+    (tmp_path / "modelpod.yaml").write_text(f"name: chat\nmodel: {{path: {gguf.name}}}\n")
+    rendered = server(deployment(tmp_path))
+    # the file as llama.cpp maps it, and float16 keys and values: 30 layers x 3 KV heads x 64 x 2 x 2 bytes
+    needed = gguf.stat().st_size + 16 * 2048 * (30 * 3 * 64 * 2 * 2) + RUNTIME_BYTES
     assert rendered["resources"]["limits"]["memory"] == f"{-(-needed // MIB)}Mi"
 
 

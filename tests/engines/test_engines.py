@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from modelpod.specfile import load_spec
@@ -176,9 +177,78 @@ def test_sigterm_lets_streams_in_flight_finish_and_stops_the_engine(
 def test_a_dead_engine_fails_readiness_and_the_server_exits(start_server: object) -> None:
     server: ServerProcess = start_server()  # type: ignore[operator]
     assert server.process is not None
-    (engine,) = engine_pids(server)[:1]
+    guard, engine, *_ = pids = engine_pids(server)  # the group's guard (group_guard.py), then the engine
+    assert "group_guard.py" in Path(f"/proc/{guard}/cmdline").read_text()
     os.kill(engine, signal.SIGKILL)
     code = server.process.wait(60)
     assert code == 1  # Kubernetes restarts the container
     assert "stopped:" in server.log
-    assert "exited with code" in server.log
+    assert "exited with code -9" in server.log or "exited with code 137" in server.log
+    until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), "the engine's processes end", 30)
+
+
+def test_a_killed_server_leaves_no_engine_process_behind(start_server: object) -> None:
+    """SIGKILL gives the server no chance to stop its engine: the guard, told by the kernel, stops the
+    engine's whole process group (vLLM's engine core and workers included)."""
+    server: ServerProcess = start_server()  # type: ignore[operator]
+    assert server.process is not None
+    pids = engine_pids(server)
+    server.process.kill()
+    server.process.wait(10)
+    until(lambda: not any(_alive(pid) for pid in pids), f"the engine's processes {pids} end", 30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_auth_predict_v2_the_queue_bound_and_the_access_log_hold_for_the_engine(
+    start_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rest of what modelpod promises in front of any engine: bearer auth, /predict and v2 infer of
+    a prompt, 503 with Retry-After past running + queued requests, access lines with token counts."""
+    monkeypatch.setenv("ENGINE_TEST_TOKEN", "s3cret")
+    server: ServerProcess = start_server(  # type: ignore[operator]
+        server={"auth_token_env": "ENGINE_TEST_TOKEN", "max_queue": 1},
+        generation={"max_running_sequences": 1},
+    )
+    token = {"authorization": "Bearer s3cret"}
+    name = load_name(server)
+    refused = httpx.post(f"{server.url}/v1/completions", json={"prompt": "Hi"}, timeout=WAIT_S)
+    assert refused.status_code == 401
+    predicted = httpx.post(f"{server.url}/predict", json={"inputs": {"prompt": "The capital of France is"}},
+                           headers=token, timeout=WAIT_S)  # fmt: skip
+    assert predicted.status_code == 200, predicted.text
+    assert predicted.json()["outputs"]["text"].strip()
+    v2 = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [2], "data": ["Hello", "Bye"]}]}
+    inferred = httpx.post(f"{server.url}/v2/models/{name}/infer", json=v2, headers=token, timeout=WAIT_S)
+    assert inferred.status_code == 200, inferred.text
+    assert inferred.json()["outputs"][0]["shape"] == [2]
+
+    # one running and one queued fill max_running_sequences + max_queue: the next one gets 503
+    url = f"{server.url}/v1/completions"
+    long = {"prompt": "Count to a thousand:", "max_tokens": 1000, "stream": True, "ignore_eos": True}
+    with httpx.Client(timeout=WAIT_S, headers=token) as http, http.stream("POST", url, json=long) as first:
+        lines = first.iter_lines()  # kept: a dropped iterator closes the connection
+        assert next(lines).startswith("data: ")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(http.post, url, json={"prompt": "Hi", "max_tokens": 2})
+            until(lambda: metric(server, "modelpod_inflight_requests") >= 2, "the second request waits")
+            over = http.post(url, json={"prompt": "Hi", "max_tokens": 2})
+            assert over.status_code == 503, over.text
+            assert over.headers["retry-after"]
+            first.close()  # the running stream leaves: the queued request runs
+            assert queued.result(WAIT_S).status_code == 200
+    until(lambda: metric(server, "modelpod_running_sequences") == 0, "the engine is idle", 30)
+    done = httpx.post(url, json={"prompt": "Hi", "max_tokens": 3, "ignore_eos": True}, headers=token,
+                      timeout=WAIT_S)  # fmt: skip
+    assert done.status_code == 200, done.text
+    request_id = done.headers["x-request-id"]
+    until(lambda: request_id in server.log, "the access line is written")
+    (line,) = [orjson.loads(x) for x in server.lines if request_id in x and '"path":"/v1/completions"' in x]
+    assert line["completion_tokens"] == 3
+    assert line["prompt_tokens"] > 0

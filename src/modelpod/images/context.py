@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from modelpod import __version__
+from modelpod.images import llama_cpp
 from modelpod.images.dockerfile import PRECOMPILED_FORMATS, DockerfileInputs, render_dockerfile
 from modelpod.images.errors import BuildContextError
 from modelpod.images.links import Link, sort_links
@@ -50,6 +51,7 @@ class ContextOptions:
     bytecode: bool | None = None  # precompile .pyc; None: for the large frameworks only
     modelpod_wheel: Path | None = None  # a prebuilt wheel of modelpod; default: built from the source tree
     wheel_timeout_s: float = 300.0
+    download_timeout_s: float = 300.0  # llama.cpp's source archive, when the cache lacks it
     keep_symlinks: bool = False  # keep symlinks that leave the spec directory as links, not refuse them
     base: str | None = None  # what FROM names, the base pinned at build time (base.py); default image.base
     base_digest: str | None = None  # the pinned base's digest, for the org.opencontainers label
@@ -93,13 +95,12 @@ def render_context(
     spec: Spec, options: ContextOptions = ContextOptions(), sources: Sources | None = None
 ) -> BuildContext:
     """Write the build context for `spec` (from `sources`, gathered here when not given)."""
-    if spec.engine in ("llamacpp", "vllm"):
+    if spec.engine == "vllm":
         # an image without the engine would build and then fail to start: refuse before building
         raise BuildContextError(
-            f"{spec.name} is served by the {spec.engine} engine, and modelpod cannot build images for "
-            "the external engines yet",
-            hint="serve it with `modelpod serve` where the engine is installed (docs/engines.md), or set "
-            "generation.engine: builtin to build an image of the built-in engine (not for a GGUF file)",
+            f"{spec.name} is served by the vllm engine, and modelpod cannot build images for it yet",
+            hint="serve it with `modelpod serve` where vLLM is installed (docs/engines.md), or set "
+            "generation.engine: builtin to build an image of the built-in engine",
         )
     sources = sources or gather_sources(spec, options)
     directory = context_dir(spec)
@@ -116,6 +117,8 @@ def render_context(
         files.update(_prefixed("wheelhouse", _wheelhouse_files(options.wheelhouse)))
     if options.ca_bundle is not None:
         files["ca-bundle.pem"] = _ca_bundle(options.ca_bundle)
+    if spec.engine == "llamacpp":
+        files.update(llama_cpp.context_files(options.download_timeout_s))
     inputs = dockerfile_inputs(spec, options, wheel=wheel.name if wheel else None, has_code=sources.has_code)
     files["Dockerfile"] = render_dockerfile(inputs).encode()
     files[".dockerignore"] = DOCKERIGNORE.encode()
@@ -150,7 +153,7 @@ def dockerfile_inputs(
         spec_file=spec.source.name,
         profile=spec.profile,
         buildkit=options.buildkit,
-        system_packages=spec.python.system_packages,
+        system_packages=_system_packages(spec),
         wheel=wheel,
         wheelhouse=options.wheelhouse is not None,
         ca_bundle=options.ca_bundle is not None,
@@ -158,8 +161,16 @@ def dockerfile_inputs(
         bytecode=spec.model.format in PRECOMPILED_FORMATS if options.bytecode is None else options.bytecode,
         weights=spec.model.path is not None,
         code=has_code,
+        llama_cpp=spec.engine == "llamacpp",
         labels=tuple(labels),
     )
+
+
+def _system_packages(spec: Spec) -> tuple[str, ...]:
+    if spec.engine != "llamacpp":
+        return spec.python.system_packages
+    extra = [p for p in llama_cpp.RUNTIME_PACKAGES if p not in spec.python.system_packages]
+    return (*spec.python.system_packages, *extra)
 
 
 def model_files(spec: Spec) -> dict[str, Path]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from modelpod import __version__, contract
+from modelpod.images import llama_cpp
 
 UID = 10001
 APP_DIR = "/app"
@@ -56,6 +57,7 @@ class DockerfileInputs:
     bytecode: bool = False  # precompile .pyc files into the image
     weights: bool = True
     code: bool = True
+    llama_cpp: bool = False  # the llamacpp engine: llama.cpp compiled in a stage of its own (llama_cpp.py)
     labels: tuple[tuple[str, str], ...] = field(default=())
     version: str = __version__
 
@@ -86,6 +88,9 @@ def render_dockerfile(inputs: DockerfileInputs) -> str:
         uid=UID,
         ready_path=contract.READY,
         compile="" if inputs.bytecode else "--no-compile ",
+        llama_prefix=contract.IMAGE_LLAMA_CPP,
+        llama_env=contract.LLAMA_SERVER_ENV,
+        llama_build_packages=llama_cpp.BUILD_PACKAGES,
     )
 
 
@@ -99,6 +104,7 @@ def layer_groups(inputs: DockerfileInputs) -> list[str]:
     """One group name per instruction of the final stage, in order (what `docker history` lists)."""
     groups = ["system"] if inputs.system_packages else []
     groups += ["system", "dependencies", "runtime"]  # RUN (clean-up, user), COPY venv, COPY modelpod
+    groups += ["engine"] if inputs.llama_cpp else []  # COPY --from=llama-cpp
     groups += ["metadata", "metadata"]  # ENV, WORKDIR
     groups += ["weights"] if inputs.weights else []
     groups += ["code"] if inputs.code else []

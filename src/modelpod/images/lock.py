@@ -42,10 +42,16 @@ SELF = canonicalize_name("modelpod")
 TEXT_ENCODER_REQUIREMENTS = ("tokenizers>=0.15",)
 
 
+# what the server needs in front of an external engine (server/engines/remote.py talks to it over HTTP)
+EXTERNAL_ENGINE_REQUIREMENTS = ("httpx>=0.27",)
+
+
 def model_requirements(fmt: str, path: Path | None) -> tuple[str, ...]:
     """Requirements a model needs beyond its format's extra."""
     if fmt == "onnx" and path is not None and (path / "tokenizer.json").is_file():
         return TEXT_ENCODER_REQUIREMENTS
+    if fmt == "gguf":  # served by llama.cpp, compiled into the image apart from the Python environment
+        return EXTERNAL_ENGINE_REQUIREMENTS
     return ()
 
 

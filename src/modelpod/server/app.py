@@ -162,10 +162,12 @@ def _ready(state: ServerState, predictor: Predictor) -> None:
     state.predictor = predictor
     state.metrics.ready(predictor.load_seconds)
     state.health.move_to(Health.READY)
+    served_by = f" on the {state.spec.engine} engine" if state.spec.engine else ""
     log.info(
-        "model %s ready (%s, loaded in %.2fs)",
+        "model %s ready (%s%s, loaded in %.2fs)",
         state.name,
         state.spec.model.format,
+        served_by,
         predictor.load_seconds,
         extra={"load_seconds": round(predictor.load_seconds, 3)},
     )

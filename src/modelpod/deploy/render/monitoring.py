@@ -96,6 +96,8 @@ def dashboard(spec: Spec) -> dict[str, Any]:
         ("Rejected per second by reason",
          [f"sum by (reason) (rate({REJECTED}{{{s}}}[{w}]))"]),
     ]  # fmt: skip
+    if spec.engine is not None:
+        panels += generation_panels(s)
     return {
         "title": f"modelpod: {spec.name}",
         "uid": f"modelpod-{spec.name}"[:40],
@@ -112,6 +114,28 @@ def dashboard(spec: Spec) -> dict[str, Any]:
             for i, (title, exprs) in enumerate(panels)
         ],
     }
+
+
+def generation_panels(series: str) -> list[tuple[str, list[str]]]:
+    """A language model's panels, from the metrics every engine reports under modelpod's names
+    (docs/engines.md): time to first token, inter-token latency, tokens, sequences, the KV cache."""
+    s, w = series, RATE_WINDOW
+
+    def p50_p99(histogram: str) -> list[str]:
+        buckets = f"sum by (le) (rate({contract.bucket(histogram)}{{{s}}}[{w}]))"
+        return [f"histogram_quantile(0.5, {buckets})", f"histogram_quantile(0.99, {buckets})"]
+
+    prompt, generated = contract.total(contract.PROMPT_TOKENS), contract.total(contract.GENERATION_TOKENS)
+    return [
+        ("Time to first token p50 and p99 (s)", p50_p99(contract.TIME_TO_FIRST_TOKEN)),
+        ("Inter-token latency p50 and p99 (s)", p50_p99(contract.INTER_TOKEN_LATENCY)),
+        ("Tokens per second: prompt and generated",
+         [f"sum(rate({prompt}{{{s}}}[{w}]))", f"sum(rate({generated}{{{s}}}[{w}]))"]),
+        ("Sequences: running and waiting",
+         [f"sum({contract.RUNNING_SEQUENCES}{{{s}}})", f"sum({contract.WAITING_SEQUENCES}{{{s}}})"]),
+        ("KV cache in use per pod (share of its budget)",
+         [f"max by (pod) ({contract.KV_CACHE_USAGE}{{{s}}})"]),
+    ]  # fmt: skip
 
 
 def render_dashboard_config_map(spec: Spec, image: ImageRef) -> dict[str, Any]:

