@@ -56,6 +56,14 @@ def test_import_modelpod_imports_no_ml_framework():
     assert not modules & set(FRAMEWORKS)
 
 
+def test_the_server_imports_no_engine_client():
+    """The image of a model no external engine serves has no httpx: the server imports the external
+    engines' modules (which use it) only for a spec that names one (server/engines/__init__.py)."""
+    modules = imported_modules("import modelpod.server.run, modelpod.server.app")
+    assert "starlette" in modules
+    assert "httpx" not in modules
+
+
 def test_help_imports_no_ml_framework_nor_server():
     code = "import sys; sys.argv = ['modelpod', '--help']\nfrom modelpod.cli import main\n"
     modules = imported_modules(code + "try: main()\nexcept SystemExit: pass")

@@ -33,7 +33,6 @@ from modelpod.server.core.health import Health
 from modelpod.server.core.metrics import CONTENT_TYPE
 from modelpod.server.core.state import ServerState
 from modelpod.server.engines.builtin import start_builtin
-from modelpod.server.engines.external import start_external
 from modelpod.server.http.asgi import ServerApp
 from modelpod.server.http.auth import BearerAuth
 from modelpod.server.http.errors import ApiError
@@ -136,6 +135,9 @@ async def _load(
 
 async def _start_external(state: ServerState, on_failure: Callable[[], None] | None) -> None:
     """Start the spec's external engine (server/engines/external.py); ready when it is."""
+    # imported here: the external engines' client (httpx) is in an image only when its spec needs one
+    from modelpod.server.engines.external import start_external
+
     started = time.perf_counter()
     engine_name = str(state.spec.engine)
 
