@@ -109,7 +109,7 @@ def test_help_names_formats_and_required_options_and_no_flag_types():
     for name, text in helps.items():
         assert "Usage" in text, name
         assert "<bool>" not in text, f"`modelpod {name} --help` shows a type beside a flag:\n{text}"
-    assert "<onnx|sklearn|torch|keras|tensorflow|transformers|custom>" in helps["init"]
+    assert "<onnx|sklearn|torch|keras|tensorflow|transformers|gguf|custom>" in helps["init"]
     image_line = next(line for line in helps["render"].splitlines() if "--image" in line)
     assert "*" in image_line  # Typer's mark of a required option
     assert "[required]" in helps["render"]

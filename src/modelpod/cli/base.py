@@ -89,7 +89,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 # the formats `init --format` takes: specfile/model.py's Format, which `modelpod --help` must not import
 # (it imports numpy); tests/test_cli.py checks that the two agree
-ModelFormat = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "custom"]
+ModelFormat = Literal["onnx", "sklearn", "torch", "keras", "tensorflow", "transformers", "gguf", "custom"]
 PortOption = Annotated[
     int | None,
     typer.Option(min=0, max=65535, help="Port; default from the spec (8080); 0 picks a free one."),
